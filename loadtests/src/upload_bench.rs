@@ -1,0 +1,729 @@
+//! Upload benchmark: how close photo uploads come to the disk, how much
+//! memory concurrent uploads take in the server, and how long metadata
+//! stripping takes.
+//!
+//! By default it starts the release server binary (`onestop-server`
+//! beside this program, or `--server <path>`) as a child process in a
+//! scratch folder: embedded SQLite under its `./data`, media under the
+//! same temporary folder as the ceiling test, local Redis. Memory is the
+//! resident size of that process alone, so no client buffer counts.
+//! Against a server already running: `--url http://host:port --pid
+//! <server pid> --media-dir <its MEDIA_DIR>` (the demo account `mother1`
+//! must exist there, and its upload limits be raised).
+//!
+//! ```sh
+//! cargo build --release -p onestop-server -p onestop-loadtests
+//! ./target/release/upload-bench [--rounds 3] [--only tus] [--no-memory] [--pace 8]
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use image::codecs::jpeg::JpegEncoder;
+use image::{ImageBuffer, Rgb};
+use onestop_server::uploads::strip::Sanitizer;
+use reqwest::Client;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const PHOTO_BYTES: usize = 3 * 1024 * 1024;
+const LARGE_BYTES: usize = 10 * 1024 * 1024;
+const PHOTOS: usize = 30;
+const CLIENTS: usize = 20;
+const TUS_CHUNK: usize = 1024 * 1024;
+/// The server's local store gathers this much before each write.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+struct Target {
+    url: String,
+    pid: Option<u32>,
+    media_dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn argument(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+async fn start_target(scratch: &Path) -> Target {
+    if let Some(url) = argument("--url") {
+        return Target {
+            url,
+            pid: argument("--pid").and_then(|p| p.parse().ok()),
+            media_dir: argument("--media-dir")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| scratch.to_owned()),
+            child: None,
+        };
+    }
+    let binary = argument("--server").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("this program's path")
+            .with_file_name("onestop-server")
+    });
+    assert!(
+        binary.exists(),
+        "{} is missing: cargo build --release -p onestop-server (or pass --server)",
+        binary.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let cwd = scratch.join("server");
+    let media_dir = scratch.join("media");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let log = std::fs::File::create(scratch.join("server.log")).unwrap();
+    let mut command = std::process::Command::new(&binary);
+    command
+        .arg("serve")
+        .current_dir(&cwd)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("MEDIA_DIR", &media_dir)
+        .env(
+            "REDIS_PREFIX",
+            format!("bench:{}:", uuid::Uuid::new_v4().simple()),
+        )
+        .env("MAX_UPLOAD_BYTES", (16 * 1024 * 1024).to_string())
+        .env("UPLOAD_RATE_PER_MINUTE", "1000000")
+        .env("UPLOAD_BURST", "1000000")
+        .env("TOKEN_RATE_PER_MINUTE", "100000")
+        .env("TOKEN_BURST", "10000")
+        .env("ACCOUNT_SIGN_IN_PER_MINUTE", "100000")
+        .env("ACCOUNT_SIGN_IN_BURST", "10000")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    for inherited in ["DATABASE_URL", "REDIS_URL"] {
+        command.env_remove(inherited);
+    }
+    let child = command.spawn().expect("the server starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let probe = Client::new();
+    for _ in 0..600 {
+        if probe
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Target {
+        url,
+        pid: Some(child.id()),
+        media_dir,
+        child: Some(child),
+    }
+}
+
+/// A noisy photo (noise compresses badly, like a real one) of about
+/// `bytes`, with a phone's EXIF block carrying a GPS position.
+fn photo(bytes: usize, seed: u32) -> Vec<u8> {
+    let mut side = 1000u32;
+    loop {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        let picture = ImageBuffer::from_fn(side * 4 / 3, side, |px, py| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let base = ((px + py) % 200) as u8;
+            Rgb([
+                base.wrapping_add(x as u8 % 40),
+                base,
+                base.wrapping_add((x >> 8) as u8 % 40),
+            ])
+        });
+        let mut jpeg = Vec::new();
+        JpegEncoder::new_with_quality(&mut jpeg, 92)
+            .encode_image(&picture)
+            .unwrap();
+        let ratio = bytes as f64 / jpeg.len() as f64;
+        if (0.97..1.03).contains(&ratio) {
+            let mut file = jpeg[..2].to_vec();
+            file.extend(exif_segment());
+            file.extend_from_slice(&jpeg[2..]);
+            return file;
+        }
+        side = ((side as f64) * ratio.sqrt()) as u32;
+    }
+}
+
+/// APP1 with a little-endian TIFF: Make, Orientation and a GPS IFD.
+fn exif_segment() -> Vec<u8> {
+    let mut tiff = b"II\x2a\0\x08\0\0\0".to_vec();
+    // IFD0 at 8: three entries.
+    tiff.extend_from_slice(&3u16.to_le_bytes());
+    let entry = |tiff: &mut Vec<u8>, tag: u16, kind: u16, count: u32, value: u32| {
+        tiff.extend_from_slice(&tag.to_le_bytes());
+        tiff.extend_from_slice(&kind.to_le_bytes());
+        tiff.extend_from_slice(&count.to_le_bytes());
+        tiff.extend_from_slice(&value.to_le_bytes());
+    };
+    let make_at = 8 + 2 + 3 * 12 + 4;
+    let gps_at = make_at + 16;
+    entry(&mut tiff, 0x010F, 2, 16, make_at);
+    entry(&mut tiff, 0x0112, 3, 1, 6);
+    entry(&mut tiff, 0x8825, 4, 1, gps_at);
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(b"BenchPhone Inc.\0");
+    // GPS IFD: latitude reference and latitude.
+    tiff.extend_from_slice(&2u16.to_le_bytes());
+    let lat_at = gps_at + 2 + 2 * 12 + 4;
+    entry(&mut tiff, 0x0001, 2, 2, u32::from(b'N'));
+    entry(&mut tiff, 0x0002, 5, 3, lat_at);
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    for (n, d) in [(37u32, 1u32), (33, 1), (1234, 100)] {
+        tiff.extend_from_slice(&n.to_le_bytes());
+        tiff.extend_from_slice(&d.to_le_bytes());
+    }
+    let mut segment = vec![0xFF, 0xE1];
+    segment.extend_from_slice(&((tiff.len() + 8) as u16).to_be_bytes());
+    segment.extend_from_slice(b"Exif\0\0");
+    segment.extend(tiff);
+    segment
+}
+
+/// Writing the same bytes to the same disk as the server's local store
+/// does, without HTTP, parsing, filtering or a database: SHA-256 over the
+/// bytes once, writes of 256 KiB, `fsync` of the file, rename into place.
+fn ceiling(dir: &Path, photos: &[Vec<u8>]) -> f64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let started = Instant::now();
+    for (i, photo) in photos.iter().enumerate() {
+        let partial = dir.join(format!("{i}.partial"));
+        let mut file = std::fs::File::create(&partial).unwrap();
+        let mut hasher = Sha256::new();
+        for chunk in photo.chunks(WRITE_BUFFER) {
+            hasher.update(chunk);
+            file.write_all(chunk).unwrap();
+        }
+        std::hint::black_box(hasher.finalize());
+        file.sync_all().unwrap();
+        std::fs::rename(&partial, dir.join(i.to_string())).unwrap();
+    }
+    let elapsed = started.elapsed();
+    std::fs::remove_dir_all(dir).unwrap();
+    megabytes(photos) / elapsed.as_secs_f64()
+}
+
+/// A plain poem handler in this process that takes a raw body and does
+/// what the ceiling does (SHA-256, 256 KiB writes, fsync, rename): what
+/// is left of the ceiling once the bytes cross HTTP, before any parsing,
+/// filtering, authentication or database.
+async fn start_plain_handler(dir: PathBuf) -> String {
+    use poem::listener::{Acceptor, Listener};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    std::fs::create_dir_all(&dir).unwrap();
+    let counter = Arc::new(AtomicU64::new(0));
+    let handler = poem::endpoint::make(move |request: poem::Request| {
+        let dir = dir.clone();
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let stored = async move {
+            let mut body = request.into_body().into_async_read();
+            let partial = dir.join(format!("{n}.partial"));
+            let file = tokio::fs::File::create(&partial).await?;
+            let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let read = body.read(&mut buffer).await?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+                file.write_all(&buffer[..read]).await?;
+            }
+            file.flush().await?;
+            file.get_ref().sync_all().await?;
+            tokio::fs::rename(&partial, dir.join(n.to_string())).await?;
+            Ok::<_, std::io::Error>(hex_digest(hasher))
+        };
+        async move { stored.await.map_err(poem::error::InternalServerError) }
+    });
+    let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let port = acceptor.local_addr()[0]
+        .as_socket_addr()
+        .map(|a| a.port())
+        .unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(handler));
+    format!("http://127.0.0.1:{port}")
+}
+
+fn hex_digest(hasher: Sha256) -> String {
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn megabytes(photos: &[Vec<u8>]) -> f64 {
+    photos.iter().map(Vec::len).sum::<usize>() as f64 / 1_000_000.0
+}
+
+async fn token(client: &Client, url: &str) -> String {
+    let response: Value = client
+        .post(format!("{url}/v1/auth/token"))
+        .json(&json!({ "username": "mother1", "password": "onestop-demo" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["access_token"]
+        .as_str()
+        .expect("signed in")
+        .to_owned()
+}
+
+/// How fast one client of the memory test sends: a phone on a good
+/// mobile network, so the 20 uploads overlap for most of their time.
+const PACE_BYTES_PER_SEC: usize = 8 * 1024 * 1024;
+const PACE_PIECE: usize = 64 * 1024;
+
+/// A request body sent at `pace` bytes a second (unpaced when `None`).
+fn body_of(bytes: bytes::Bytes, pace: Option<usize>) -> reqwest::Body {
+    let Some(pace) = pace else {
+        return reqwest::Body::from(bytes);
+    };
+    let pieces: Vec<bytes::Bytes> = (0..bytes.len())
+        .step_by(PACE_PIECE)
+        .map(|at| bytes.slice(at..(at + PACE_PIECE).min(bytes.len())))
+        .collect();
+    let gap = Duration::from_secs_f64(PACE_PIECE as f64 / pace as f64);
+    let stream = futures_util::stream::iter(pieces).then(move |piece| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::io::Error>(piece)
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Uploads in one request; returns the attachment's id.
+async fn one_shot(
+    client: &Client,
+    url: &str,
+    token: &str,
+    photo: bytes::Bytes,
+    pace: Option<usize>,
+) -> String {
+    let length = photo.len() as u64;
+    let part = reqwest::multipart::Part::stream_with_length(body_of(photo, pace), length)
+        .file_name("photo.jpg");
+    let response = client
+        .post(format!("{url}/v1/attachments"))
+        .bearer_auth(token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Uploads with tus in chunks of `chunk` bytes; returns the attachment's id.
+async fn resumable(
+    client: &Client,
+    url: &str,
+    token: &str,
+    photo: bytes::Bytes,
+    chunk: usize,
+    pace: Option<usize>,
+) -> String {
+    let created = client
+        .post(format!("{url}/v1/uploads"))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", photo.len().to_string())
+        .header("Upload-Metadata", "filename cGhvdG8uanBn")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let mut offset = 0;
+    loop {
+        let end = (offset + chunk).min(photo.len());
+        let response = client
+            .patch(format!("{url}{location}"))
+            .bearer_auth(token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Content-Length", (end - offset).to_string())
+            .body(body_of(photo.slice(offset..end), pace))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "{}", response.text().await.unwrap());
+        offset = end;
+        if offset == photo.len() {
+            let id = response.headers()["upload-attachment-id"].to_str().unwrap();
+            return id.to_owned();
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples the resident memory of `pid` every 2 ms until stopped.
+struct Sampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Sampler {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak_kib(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits until the thumbnails of `ids` are made (asked through the API,
+/// so it works against any server).
+async fn thumbnails_settled(client: &Client, url: &str, token: &str, ids: &[String]) {
+    let mut pending: Vec<&String> = ids.iter().collect();
+    for _ in 0..6000 {
+        let mut still = Vec::new();
+        for id in pending {
+            let response = client
+                .get(format!("{url}/v1/attachments/{id}/thumbnail"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 202 {
+                still.push(id);
+            }
+        }
+        if still.is_empty() {
+            return;
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Mean time to strip one photo, in milliseconds.
+fn stripping_ms(photo: &[u8], rounds: usize) -> f64 {
+    let mut out = Vec::with_capacity(70 * 1024);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let mut sanitizer = Sanitizer::for_media_type("image/jpeg", 100_000_000);
+        for chunk in photo.chunks(64 * 1024) {
+            sanitizer.push(chunk, &mut out).unwrap();
+            out.clear();
+        }
+        std::hint::black_box(sanitizer.finish().unwrap());
+    }
+    started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Best and worst of several measurements.
+fn spread(values: &[f64]) -> (f64, f64) {
+    let best = values.iter().copied().fold(f64::MIN, f64::max);
+    let worst = values.iter().copied().fold(f64::MAX, f64::min);
+    (best, worst)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    OneShot,
+    Tus(usize),
+}
+
+async fn upload(
+    client: &Client,
+    url: &str,
+    token: &str,
+    photo: bytes::Bytes,
+    way: Way,
+    pace: Option<usize>,
+) -> String {
+    match way {
+        Way::OneShot => one_shot(client, url, token, photo, pace).await,
+        Way::Tus(chunk) => resumable(client, url, token, photo, chunk, pace).await,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rounds: usize = argument("--rounds")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let scratch =
+        std::env::temp_dir().join(format!("upload-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    println!("making {PHOTOS} photos of ~3 MB and {CLIENTS} of ~10 MB ...");
+    let photos: Vec<Vec<u8>> = (0..PHOTOS).map(|i| photo(PHOTO_BYTES, i as u32)).collect();
+    let large: Vec<bytes::Bytes> = (0..CLIENTS)
+        .map(|i| bytes::Bytes::from(photo(LARGE_BYTES, 1000 + i as u32)))
+        .collect();
+    let load_before = load_average();
+    let target = start_target(&scratch).await;
+    let url = target.url.clone();
+    let client = Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let token = token(&client, &url).await;
+    let shared: Vec<bytes::Bytes> = photos.iter().cloned().map(bytes::Bytes::from).collect();
+
+    // Warm up (connections, database, page cache), then let the
+    // warm-up's thumbnails finish.
+    let mut warm = Vec::new();
+    for photo in shared.iter().take(3) {
+        warm.push(one_shot(&client, &url, &token, photo.clone(), None).await);
+    }
+    thumbnails_settled(&client, &url, &token, &warm).await;
+
+    // Throughput: rounds of the ceiling and each way in turn, so noise
+    // from other work on the machine falls on all of them alike. Each
+    // way's thumbnails are made while it runs (the server makes them at
+    // a lower priority) and finish before the next measurement starts.
+    let ways = [
+        ("one-shot POST /v1/attachments", Way::OneShot),
+        ("tus, one PATCH per photo", Way::Tus(usize::MAX)),
+        ("tus, 1 MiB PATCHes", Way::Tus(TUS_CHUNK)),
+    ];
+    let only = argument("--only");
+    let ways: Vec<_> = ways
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)))
+        .collect();
+    let plain_url = start_plain_handler(scratch.join("plain")).await;
+    let mut plain: Vec<f64> = Vec::new();
+    let mut plain_ratios: Vec<f64> = Vec::new();
+    let mut ceilings = Vec::new();
+    let mut measured: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    for _ in 0..rounds {
+        let ceiling_mb_s = ceiling(&target.media_dir.join("ceiling"), &photos);
+        ceilings.push(ceiling_mb_s);
+        let started = Instant::now();
+        for photo in &shared {
+            let response = client
+                .post(format!("{plain_url}/raw"))
+                .body(photo.clone())
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+        let mb_s = megabytes(&photos) / started.elapsed().as_secs_f64();
+        plain.push(mb_s);
+        plain_ratios.push(mb_s / ceiling_mb_s * 100.0);
+        for (i, (_, way)) in ways.iter().enumerate() {
+            let started = Instant::now();
+            let mut ids = Vec::new();
+            for photo in &shared {
+                ids.push(upload(&client, &url, &token, photo.clone(), *way, None).await);
+            }
+            let mb_s = megabytes(&photos) / started.elapsed().as_secs_f64();
+            measured[i].push(mb_s);
+            ratios[i].push(mb_s / ceiling_mb_s * 100.0);
+            thumbnails_settled(&client, &url, &token, &ids).await;
+        }
+    }
+
+    // Memory: 20 clients at once, one-shot then resumable, each against
+    // a server started afresh (when this program starts it), so memory
+    // the allocator kept from earlier work does not hide growth. The peak
+    // while all 20 are in flight is the uploads' own; after the first
+    // finishes, thumbnail decoding (bounded by the pool) joins in.
+    let mut memory = Vec::new();
+    // `--pace 0` sends as fast as the loopback allows (a client faster
+    // than the disk); otherwise MiB/s per client.
+    let pace_mib: usize = argument("--pace")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(PACE_BYTES_PER_SEC / (1024 * 1024));
+    let pace = (pace_mib > 0).then_some(pace_mib * 1024 * 1024);
+    let kinds = [
+        ("one-shot", Way::OneShot),
+        ("resumable (1 MiB chunks)", Way::Tus(TUS_CHUNK)),
+    ];
+    for (n, (kind, way)) in kinds.into_iter().enumerate() {
+        if std::env::args().any(|a| a == "--no-memory") {
+            break;
+        }
+        let fresh;
+        let (url, token, pid) = if target.child.is_some() {
+            fresh = start_target(&scratch.join(format!("memory-{n}"))).await;
+            let token = self::token(&client, &fresh.url).await;
+            (fresh.url.clone(), token, fresh.pid)
+        } else {
+            (url.clone(), token.clone(), target.pid)
+        };
+        let Some(pid) = pid else { break };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let baseline = rss_kib(pid);
+        let sampler = Sampler::start(pid);
+        let started = Instant::now();
+        let (first_done, mut first_done_now) = tokio::sync::watch::channel(false);
+        let first_done = Arc::new(first_done);
+        let uploads: Vec<_> = large
+            .iter()
+            .cloned()
+            .map(|photo| {
+                let (client, url, token) = (client.clone(), url.clone(), token.clone());
+                let first_done = first_done.clone();
+                tokio::spawn(async move {
+                    let id = upload(&client, &url, &token, photo, way, pace).await;
+                    first_done.send_replace(true);
+                    id
+                })
+            })
+            .collect();
+        let _ = first_done_now.wait_for(|done| *done).await;
+        let all_in_flight = sampler.peak_kib();
+        let first_after = started.elapsed();
+        let sampler = Sampler::start(pid);
+        let mut ids = Vec::new();
+        for upload in uploads {
+            ids.push(upload.await.unwrap());
+        }
+        let all_after = started.elapsed();
+        thumbnails_settled(&client, &url, &token, &ids).await;
+        let whole = sampler.peak_kib().max(all_in_flight);
+        let grown = |kib: u64| kib.saturating_sub(baseline) as f64 / 1024.0;
+        memory.push((
+            kind,
+            baseline as f64 / 1024.0,
+            grown(all_in_flight),
+            grown(whole),
+            first_after.as_secs_f64(),
+            all_after.as_secs_f64(),
+        ));
+    }
+
+    let strip_3mb = stripping_ms(&photos[0], 50);
+    let strip_10mb = stripping_ms(&large[0], 20);
+
+    println!();
+    println!(
+        "machine: {} cores, load average {load_before} before, {} after; media on {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_average(),
+        target.media_dir.display()
+    );
+    println!(
+        "server: {}",
+        if target.child.is_some() {
+            "release binary as a child process, embedded SQLite (WAL, synchronous=FULL), local disk store"
+        } else {
+            "already running (--url)"
+        }
+    );
+    println!(
+        "durability, both sides: every file fsync'd before it counts, then renamed into place; \
+         SHA-256 computed once over the stored bytes; the API also commits its database rows"
+    );
+    println!(
+        "throughput, {PHOTOS} photos of {:.1} MB, one client after another, best of {rounds} rounds (worst in brackets):",
+        megabytes(&photos) / PHOTOS as f64
+    );
+    let (best, worst) = spread(&ceilings);
+    println!(
+        "  ceiling (SHA-256 + 256 KiB writes + fsync + rename)  {best:7.1} MB/s  ({worst:.1})"
+    );
+    let (best, worst) = spread(&plain);
+    let (best_ratio, worst_ratio) = spread(&plain_ratios);
+    println!(
+        "  {:<52} {best:7.1} MB/s  ({worst:.1})  {best_ratio:5.1}% of ceiling ({worst_ratio:.1}%) (reference)",
+        "plain poem handler, raw body, same writes (no API)"
+    );
+    for (i, (name, _)) in ways.iter().enumerate() {
+        let (best, worst) = spread(&measured[i]);
+        let (best_ratio, worst_ratio) = spread(&ratios[i]);
+        println!(
+            "  {name:<52} {best:7.1} MB/s  ({worst:.1})  {best_ratio:5.1}% of ceiling ({worst_ratio:.1}%) (goal >= 80%)"
+        );
+    }
+    if !memory.is_empty() {
+        println!(
+            "server resident memory growth, {CLIENTS} clients uploading ~10 MB photos at once, each {} (goal < 64 MB):",
+            match pace_mib {
+                0 => "as fast as it can".to_owned(),
+                n => format!("at {n} MiB/s"),
+            }
+        );
+        for (kind, baseline, uploads, whole, first, all) in &memory {
+            println!(
+                "  {kind:<26} {uploads:6.1} MB with all {CLIENTS} in flight (first done after {first:.2} s of {all:.2} s); \
+                 {whole:6.1} MB including thumbnail decoding; fresh server at {baseline:.0} MB"
+            );
+        }
+    }
+    println!("metadata stripping per photo (goal < 5 ms): {strip_3mb:.2} ms for 3 MB, {strip_10mb:.2} ms for 10 MB");
+    drop(target);
+    if std::env::args().any(|a| a == "--keep") {
+        println!(
+            "kept {} (server.log has each request's time)",
+            scratch.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+}

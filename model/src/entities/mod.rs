@@ -1,0 +1,30 @@
+//! sea-orm entities, one module per table.
+
+pub mod access_record;
+pub mod agency;
+pub mod attachment;
+pub mod attachment_thumbnail;
+pub mod case;
+pub mod case_attachment;
+pub mod case_event;
+pub mod consent;
+pub mod data_key;
+pub mod decision;
+pub mod device;
+pub mod form;
+pub mod idempotency_key;
+pub mod inbox_message;
+pub mod message_text;
+pub mod organisation;
+pub mod outbox;
+pub mod push_attempt;
+pub mod refresh_token;
+pub mod registry_person;
+pub mod returned_document;
+pub mod returned_document_attachment;
+pub mod service;
+pub mod submission;
+pub mod supplement;
+pub mod upload;
+pub mod upload_part;
+pub mod user;

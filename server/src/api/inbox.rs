@@ -1,0 +1,183 @@
+use chrono::Utc;
+use onestop_model::entities::{inbox_message, returned_document, user};
+use onestop_model::EventKind;
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use sea_orm::prelude::*;
+use sea_orm::sea_query::Expr;
+use sea_orm::{QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::{reader_locale, Tag};
+use crate::auth::BearerAuth;
+use crate::cases::Names;
+use crate::error::ApiError;
+use crate::pagination::{page_size, split_page, Cursor, Order};
+use crate::problems;
+use crate::state::AppState;
+
+crate::page_type!(InboxMessagePage, InboxMessageView);
+
+pub struct InboxApi;
+
+#[derive(Object)]
+pub struct InboxMessageView {
+    pub id: Uuid,
+    /// `submission.received`, `case.decided`, `case.info_requested` or
+    /// `document.returned`.
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub submission_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub case_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub status: Option<String>,
+    pub created_at: DateTimeUtc,
+    #[oai(skip_serializing_if_is_none)]
+    pub read_at: Option<DateTimeUtc>,
+    /// The document an office sent, for `document.returned`.
+    #[oai(skip_serializing_if_is_none)]
+    pub document: Option<super::review::DocumentView>,
+}
+
+#[derive(ApiResponse)]
+pub enum InboxPage {
+    #[oai(status = 200)]
+    Ok(Json<InboxMessagePage>),
+}
+
+#[derive(ApiResponse)]
+pub enum MarkedRead {
+    #[oai(status = 204)]
+    Done,
+}
+
+problems!(pub InboxProblems { BadRequest = 400, Unauthorized = 401, UnprocessableEntity = 422 });
+problems!(pub ReadMarkProblems {
+    BadRequest = 400, Unauthorized = 401, NotFound = 404, LengthRequired = 411, PayloadTooLarge = 413,
+});
+
+/// The catalog text key of an inbox entry.
+fn text_key(message: &inbox_message::Model) -> String {
+    match (message.kind, message.status.as_deref()) {
+        (EventKind::CaseDecided, Some(status)) => format!("inbox.case.decided.{status}"),
+        (kind, _) => format!("inbox.{}", kind.as_str()),
+    }
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "Tag::Inbox")]
+impl InboxApi {
+    /// Every message to me, newest first, in my language.
+    #[oai(path = "/inbox", method = "get", operation_id = "listInbox")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        request: &Request,
+        state: poem::web::Data<&AppState>,
+        cursor: Query<Option<String>>,
+        /// Items per page, at most the server's cap (100 by default).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<InboxPage, InboxProblems> {
+        let size = page_size(limit.0, state.settings.max_page_size)?;
+        let mut query = inbox_message::Entity::find()
+            .filter(inbox_message::Column::UserId.eq(auth.0.user_id))
+            .order_by_desc(inbox_message::Column::CreatedAt)
+            .order_by_desc(inbox_message::Column::Id);
+        if let Some(token) = &cursor.0 {
+            query = query.filter(Cursor::decode(token)?.rows_after(
+                inbox_message::Column::CreatedAt,
+                inbox_message::Column::Id,
+                Order::NewestFirst,
+            ));
+        }
+        let rows = query.limit(size + 1).all(&state.db).await?;
+        let (rows, next_cursor) = split_page(rows, size, |m| Cursor {
+            created_at: m.created_at,
+            id: m.id,
+        });
+        let account_locale = user::Entity::find_by_id(auth.0.user_id)
+            .one(&state.db)
+            .await?
+            .map(|u| u.locale);
+        let names =
+            Names::load(&state.db, reader_locale(request, account_locale.as_deref())).await?;
+        let document_ids: Vec<Uuid> = rows.iter().filter_map(|m| m.document_id).collect();
+        let mut documents = std::collections::HashMap::new();
+        for document in returned_document::Entity::find()
+            .filter(returned_document::Column::Id.is_in(document_ids))
+            .filter(returned_document::Column::RecipientId.eq(auth.0.user_id))
+            .all(&state.db)
+            .await?
+        {
+            documents.insert(
+                document.id,
+                super::review::document_view(&state.db, document).await?,
+            );
+        }
+        let items = rows
+            .into_iter()
+            .map(|message| {
+                let subject = message
+                    .subject_code
+                    .as_deref()
+                    .map(|c| names.subjects(c))
+                    .unwrap_or_default();
+                let reason = message.reason.clone().unwrap_or_default();
+                let (title, body) = state
+                    .texts
+                    .render(
+                        &text_key(&message),
+                        names.locale,
+                        &[("subject", &subject), ("reason", &reason)],
+                    )
+                    .unwrap_or_else(|| (message.kind.as_str().to_owned(), subject.clone()));
+                InboxMessageView {
+                    id: message.id,
+                    kind: message.kind.as_str().to_owned(),
+                    title,
+                    body,
+                    submission_id: message.submission_id,
+                    case_id: message.case_id,
+                    status: message.status,
+                    created_at: message.created_at,
+                    read_at: message.read_at,
+                    document: message.document_id.and_then(|id| documents.remove(&id)),
+                }
+            })
+            .collect();
+        Ok(InboxPage::Ok(Json(InboxMessagePage { items, next_cursor })))
+    }
+
+    /// Mark a message read (again: no change).
+    #[oai(
+        path = "/inbox/:id/read",
+        method = "post",
+        operation_id = "markInboxRead"
+    )]
+    async fn mark_read(
+        &self,
+        auth: BearerAuth,
+        state: poem::web::Data<&AppState>,
+        id: Path<Uuid>,
+    ) -> Result<MarkedRead, ReadMarkProblems> {
+        let found = inbox_message::Entity::find_by_id(id.0)
+            .filter(inbox_message::Column::UserId.eq(auth.0.user_id))
+            .one(&state.db)
+            .await?
+            .ok_or(ApiError::NotFound("inbox message"))?;
+        if found.read_at.is_none() {
+            inbox_message::Entity::update_many()
+                .col_expr(inbox_message::Column::ReadAt, Expr::value(Utc::now()))
+                .filter(inbox_message::Column::Id.eq(found.id))
+                .filter(inbox_message::Column::ReadAt.is_null())
+                .exec(&state.db)
+                .await?;
+        }
+        Ok(MarkedRead::Done)
+    }
+}

@@ -1,0 +1,287 @@
+use onestop_model::entities::{access_record, agency, consent, organisation, user};
+use onestop_model::Role;
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use sea_orm::prelude::*;
+use sea_orm::{QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::{reader_locale, NamedRef, Tag, Text};
+use crate::auth::BearerAuth;
+use crate::error::ApiError;
+use crate::facts;
+use crate::pagination::{page_size, split_page, Cursor, Order};
+use crate::problems;
+use crate::state::AppState;
+
+pub struct MeApi;
+
+#[derive(Object)]
+pub struct MeView {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    /// `applicant`, `organisation_member` or `official`.
+    pub role: String,
+    pub locale: String,
+    /// The resident registration number with all but its last digits
+    /// hidden, for recognising it; the full number is never sent.
+    #[oai(skip_serializing_if_is_none)]
+    pub rrn_masked: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub agency: Option<NamedRef>,
+    #[oai(skip_serializing_if_is_none)]
+    pub organisation: Option<NamedRef>,
+}
+
+#[derive(ApiResponse)]
+pub enum MeResponse {
+    #[oai(status = 200)]
+    Ok(Json<MeView>),
+}
+
+problems!(pub MeProblems { Unauthorized = 401 });
+problems!(pub ConsentProblems {
+    BadRequest = 400, Unauthorized = 401, LengthRequired = 411, PayloadTooLarge = 413,
+    UnsupportedMediaType = 415, UnprocessableEntity = 422,
+});
+problems!(pub AccessLogProblems { BadRequest = 400, Unauthorized = 401, UnprocessableEntity = 422 });
+
+#[derive(Object)]
+pub struct ConsentRequest {
+    /// `shared_facts`: look my facts up in public records (household,
+    /// region, disability, multicultural family) instead of asking me for
+    /// paper proofs.
+    pub purpose: Text,
+}
+
+#[derive(Object)]
+pub struct ConsentView {
+    pub purpose: String,
+    pub granted_at: DateTimeUtc,
+}
+
+impl From<consent::Model> for ConsentView {
+    fn from(model: consent::Model) -> Self {
+        ConsentView {
+            purpose: model.purpose,
+            granted_at: model.granted_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum ConsentGranted {
+    /// Recorded (or already given: the first grant stands).
+    #[oai(status = 201)]
+    Created(Json<ConsentView>),
+}
+
+#[derive(ApiResponse)]
+pub enum ConsentList {
+    #[oai(status = 200)]
+    Ok(Json<Vec<ConsentView>>),
+}
+
+#[derive(ApiResponse)]
+pub enum ConsentRevoked {
+    /// No more lookups for this purpose (also when there was no consent).
+    #[oai(status = 204)]
+    Done,
+}
+
+/// One access to my data.
+#[derive(Object)]
+pub struct AccessRecordView {
+    pub at: DateTimeUtc,
+    /// `case.viewed`, `case.decided`, `attachment.viewed`, `facts.looked_up`, ...
+    pub action: String,
+    /// Why, e.g. `review` or `eligibility`.
+    pub purpose: String,
+    /// The case, attachment or record looked at.
+    pub object_id: String,
+    /// `official`, or `service` when the service itself looked facts up for me.
+    pub actor_role: String,
+    /// The official's account, pseudonymous.
+    #[oai(skip_serializing_if_is_none)]
+    pub official_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub agency: Option<NamedRef>,
+}
+
+crate::page_type!(AccessLogPage, AccessRecordView);
+
+#[derive(ApiResponse)]
+pub enum AccessLogResponse {
+    #[oai(status = 200)]
+    Ok(Json<AccessLogPage>),
+}
+
+fn check_purpose(purpose: &str) -> Result<&'static str, ApiError> {
+    facts::PURPOSES
+        .into_iter()
+        .find(|known| *known == purpose)
+        .ok_or_else(|| {
+            ApiError::Validation(format!(
+                "there is no consent purpose {purpose}; the purposes are {:?}",
+                facts::PURPOSES
+            ))
+        })
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "Tag::Account")]
+impl MeApi {
+    /// The signed-in account.
+    #[oai(path = "/me", method = "get", operation_id = "getMe")]
+    async fn me(
+        &self,
+        auth: BearerAuth,
+        request: &Request,
+        state: poem::web::Data<&AppState>,
+    ) -> Result<MeResponse, MeProblems> {
+        let account = user::Entity::find_by_id(auth.0.user_id)
+            .one(&state.db)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        let rrn_masked = match &account.rrn_ciphertext {
+            Some(sealed) => {
+                let rrn = state
+                    .vault
+                    .decrypt(&state.db, sealed, account.id.as_bytes())
+                    .await
+                    .map_err(|e| {
+                        ApiError::Internal(format!("opening a stored number failed: {e}"))
+                    })?;
+                Some(crate::identity::Rrn::parse(&rrn)?.masked())
+            }
+            None => None,
+        };
+        let locale = reader_locale(request, Some(&account.locale));
+        let agency = match &account.agency_id {
+            Some(id) => agency::Entity::find_by_id(id.clone())
+                .one(&state.db)
+                .await?
+                .map(|a| NamedRef::new(&a.id, &a.names, locale)),
+            None => None,
+        };
+        let organisation = match &account.organisation_id {
+            Some(id) => organisation::Entity::find_by_id(id.clone())
+                .one(&state.db)
+                .await?
+                .map(|o| NamedRef::new(&o.id, &o.names, locale)),
+            None => None,
+        };
+        debug_assert!(account.role != Role::Official || agency.is_some());
+        Ok(MeResponse::Ok(Json(MeView {
+            id: account.id,
+            username: account.username,
+            display_name: account.display_name,
+            role: account.role.as_str().to_owned(),
+            locale: account.locale,
+            rrn_masked,
+            agency,
+            organisation,
+        })))
+    }
+
+    /// Give consent, e.g. to have facts looked up instead of attaching proofs.
+    #[oai(path = "/me/consents", method = "post", operation_id = "grantConsent")]
+    async fn grant_consent(
+        &self,
+        auth: BearerAuth,
+        state: poem::web::Data<&AppState>,
+        body: Json<ConsentRequest>,
+    ) -> Result<ConsentGranted, ConsentProblems> {
+        let purpose = check_purpose(&body.purpose)?;
+        let granted = facts::grant(&state.db, auth.0.user_id, purpose).await?;
+        Ok(ConsentGranted::Created(Json(granted.into())))
+    }
+
+    /// The consents I have given and not withdrawn.
+    #[oai(path = "/me/consents", method = "get", operation_id = "listConsents")]
+    async fn consents(
+        &self,
+        auth: BearerAuth,
+        state: poem::web::Data<&AppState>,
+    ) -> Result<ConsentList, MeProblems> {
+        let given = consent::Entity::find()
+            .filter(consent::Column::UserId.eq(auth.0.user_id))
+            .filter(consent::Column::RevokedAt.is_null())
+            .order_by_asc(consent::Column::GrantedAt)
+            .all(&state.db)
+            .await?;
+        Ok(ConsentList::Ok(Json(
+            given.into_iter().map(ConsentView::from).collect(),
+        )))
+    }
+
+    /// Withdraw a consent.
+    #[oai(
+        path = "/me/consents/:purpose",
+        method = "delete",
+        operation_id = "revokeConsent"
+    )]
+    async fn revoke_consent(
+        &self,
+        auth: BearerAuth,
+        state: poem::web::Data<&AppState>,
+        purpose: Path<String>,
+    ) -> Result<ConsentRevoked, ConsentProblems> {
+        let purpose = check_purpose(&purpose.0)?;
+        facts::revoke(&state.db, auth.0.user_id, purpose).await?;
+        Ok(ConsentRevoked::Done)
+    }
+
+    /// Who looked at my data, when, and why, newest first.
+    #[oai(path = "/me/access-log", method = "get", operation_id = "getAccessLog")]
+    async fn access_log(
+        &self,
+        auth: BearerAuth,
+        request: &Request,
+        state: poem::web::Data<&AppState>,
+        cursor: Query<Option<String>>,
+        /// Items per page, at most the server's cap (100 by default).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<AccessLogResponse, AccessLogProblems> {
+        let size = page_size(limit.0, state.settings.max_page_size)?;
+        let mut query = access_record::Entity::find()
+            .filter(access_record::Column::SubjectUserId.eq(auth.0.user_id))
+            .order_by_desc(access_record::Column::CreatedAt)
+            .order_by_desc(access_record::Column::Id);
+        if let Some(token) = &cursor.0 {
+            query = query.filter(Cursor::decode(token)?.rows_after(
+                access_record::Column::CreatedAt,
+                access_record::Column::Id,
+                Order::NewestFirst,
+            ));
+        }
+        let rows = query.limit(size + 1).all(&state.db).await?;
+        let (rows, next_cursor) = split_page(rows, size, |r| Cursor {
+            created_at: r.created_at,
+            id: r.id,
+        });
+        let names = crate::cases::Names::load(&state.db, reader_locale(request, None)).await?;
+        let items = rows
+            .into_iter()
+            .map(|r| AccessRecordView {
+                at: r.created_at,
+                action: r.action,
+                purpose: r.purpose,
+                object_id: r.object_id,
+                official_id: r.actor_id.filter(|_| r.actor_role == "official"),
+                agency: r.actor_agency_id.as_deref().map(|id| NamedRef {
+                    id: id.to_owned(),
+                    name: names.agency(id),
+                }),
+                actor_role: r.actor_role,
+            })
+            .collect();
+        Ok(AccessLogResponse::Ok(Json(AccessLogPage {
+            items,
+            next_cursor,
+        })))
+    }
+}

@@ -1,0 +1,321 @@
+//! Building the server from its settings and running it until told to stop.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use onestop_migrations::{Migrator, MigratorTrait};
+use onestop_model::catalog::{Catalog, Texts};
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::{AddData, CatchPanic, Compression, Cors};
+use poem::{get, EndpointExt, Route, Server};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use secrecy::ExposeSecret;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenKeys;
+use crate::error::{framework_error_to_problem, ErrorChain};
+use crate::http_guard::{AllowedMethods, HttpGuard};
+use crate::identity::RrnIndexer;
+use crate::rate_limit::RateLimits;
+use crate::redis_link::RedisLink;
+use crate::registry::DatabaseRegistry;
+use crate::settings::Settings;
+use crate::state::{AppState, Inner};
+use crate::telemetry::{metrics_handle, RequestLog};
+use crate::vault::Vault;
+use crate::{api, demo, idempotency, ops, outbox};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("the database is unreachable or refused the migrations: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("the catalog could not be seeded: {0}")]
+    Catalog(#[from] onestop_model::catalog::CatalogError),
+    #[error("the catalog file {path} could not be read: {source}")]
+    CatalogFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the identifier keys are not usable: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+    #[error("the key folder (KEY_DIR) could not be used: {0}")]
+    Keys(std::io::Error),
+    #[error("the media folder could not be prepared: {0}")]
+    Media(std::io::Error),
+    #[error("REDIS_URL is not usable: {0}")]
+    Redis(#[from] crate::redis_link::RedisLinkError),
+    #[error("the demo accounts could not be created: {0}")]
+    Demo(#[from] crate::error::ApiError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// The vault of identifiers: the configured KEK (and the previous one while
+/// rotating), or for the embedded default a key file in `KEY_DIR`.
+pub fn vault_from_settings(settings: &Settings) -> Result<Vault, StartupError> {
+    Ok(match &settings.rrn_kek {
+        Some(kek) => {
+            let previous = settings
+                .rrn_kek_previous
+                .as_ref()
+                .zip(settings.rrn_kek_previous_id.as_deref());
+            Vault::new(
+                (&settings.rrn_kek_id, kek.expose_secret()),
+                previous.map(|(key, id)| (id, key.expose_secret())),
+            )?
+        }
+        None => Vault::from_key_file(
+            &settings.rrn_kek_id,
+            &settings
+                .key_dir
+                .join(format!("{}.key", settings.rrn_kek_id)),
+        )?,
+    })
+}
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    state: AppState,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    demo_accounts: Vec<String>,
+}
+
+/// Connects to the database, creating the SQLite folder when needed.
+pub async fn connect_database(settings: &Settings) -> Result<DatabaseConnection, StartupError> {
+    if let Some(path) = settings.database_url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or_default();
+        if let Some(parent) = Path::new(file).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(StartupError::Media)?;
+            }
+        }
+    }
+    let sqlite = settings.database_url.starts_with("sqlite:");
+    let mut options = ConnectOptions::new(settings.database_url.clone());
+    options
+        // SQLite has one writer. A pool of one keeps a transaction that
+        // reads and then writes from failing when another connection wrote
+        // in between (SQLITE_BUSY_SNAPSHOT); PostgreSQL gets a real pool.
+        .max_connections(if sqlite {
+            1
+        } else {
+            settings.database_max_connections
+        })
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+        // Readers do not block the writer, and the writer waits for a lock
+        // instead of failing at once.
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+            .await?;
+    }
+    Ok(db)
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let db = connect_database(&settings).await?;
+        Migrator::up(&db, None).await?;
+
+        let catalog = match &settings.catalog_file {
+            Some(path) => Catalog::parse(&std::fs::read_to_string(path).map_err(|source| {
+                StartupError::CatalogFile {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?)?,
+            None => Catalog::embedded(),
+        };
+        catalog.seed(&db).await?;
+        let rrn_index = match &settings.rrn_index_key {
+            Some(key) => RrnIndexer::from_secret(key.expose_secret()),
+            None => RrnIndexer::from_key_file(&settings.key_dir.join("rrn-index.key"))
+                .map_err(StartupError::Keys)?,
+        };
+        let vault = vault_from_settings(&settings)?;
+        let demo_accounts = if settings.demo_enabled() {
+            demo::seed(&db, &rrn_index, &vault).await?;
+            demo::describe()
+        } else {
+            Vec::new()
+        };
+        let texts = Texts::load(&db).await?;
+        let media = crate::media::from_settings(&settings)
+            .await
+            .map_err(StartupError::Media)?;
+        let redis = Arc::new(RedisLink::new(&settings.redis_url, &settings.redis_prefix)?);
+        metrics_handle();
+
+        let acceptor = TcpListener::bind(settings.bind_addr.clone())
+            .into_acceptor()
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.bind_addr.clone(),
+                source,
+            })?;
+
+        let cancel = CancellationToken::new();
+        let outbox_wakeup = Arc::new(Notify::new());
+        let state = AppState::new(Inner {
+            tokens: TokenKeys::from_settings(&settings),
+            limits: RateLimits::from_settings(&settings),
+            rrn_index,
+            vault,
+            registry: Arc::new(DatabaseRegistry::new(db.clone())),
+            media,
+            thumbnails: crate::uploads::thumbnails::Thumbnailer::new(settings.thumbnail_workers),
+            redis: redis.clone(),
+            catalog,
+            texts,
+            outbox_wakeup: outbox_wakeup.clone(),
+            db: db.clone(),
+            settings: settings.clone(),
+        });
+
+        let tasks = vec![
+            tokio::spawn(outbox::run_relay(
+                db.clone(),
+                redis,
+                outbox_wakeup,
+                outbox::RelayTiming {
+                    poll: settings.outbox_poll_interval(),
+                    republish_after: settings.outbox_republish_after(),
+                },
+                cancel.child_token(),
+            )),
+            tokio::spawn(maintenance(state.clone(), cancel.child_token())),
+            tokio::spawn(crate::uploads::background(
+                state.clone(),
+                cancel.child_token(),
+            )),
+        ];
+        Ok(Application {
+            acceptor,
+            state,
+            cancel,
+            tasks,
+            demo_accounts,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    pub fn demo_accounts(&self) -> &[String] {
+        &self.demo_accounts
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish
+    /// (within the configured grace) and stops the background tasks.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let grace = Duration::from_secs(self.state.settings.shutdown_grace_secs);
+        let app = routes(self.state.clone());
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(grace))
+            .await;
+        self.cancel.cancel();
+        for task in self.tasks {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("a background task did not stop within the grace period");
+            }
+        }
+        served
+    }
+}
+
+pub fn routes(state: AppState) -> impl poem::Endpoint {
+    let settings = &state.settings;
+    let api = api::service().server("/");
+    let spec = api.spec_endpoint();
+    let mut route = Route::new()
+        .at("/openapi.json", spec)
+        .at("/healthz", get(ops::healthz))
+        .at("/readyz", get(ops::readyz))
+        .at("/metrics", get(ops::metrics));
+    if settings.docs_served() {
+        route = route.nest("/docs", api.swagger_ui());
+    }
+    let guard = HttpGuard {
+        max_json_bytes: settings.max_json_bytes,
+        max_upload_bytes: settings.max_upload_bytes,
+        request_timeout: Duration::from_secs(settings.request_timeout_secs),
+        upload_timeout: Duration::from_secs(settings.upload_timeout_secs),
+        allowed_methods: Arc::new(AllowedMethods::from_spec(
+            &serde_json::from_str(&api.spec()).unwrap_or_default(),
+        )),
+    };
+    let origins = settings.cors_origins();
+    let cors = (!origins.is_empty()).then(|| {
+        Cors::new()
+            .allow_origins(origins)
+            .allow_methods(["GET", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+            .allow_headers([
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "if-match",
+                "if-none-match",
+                "range",
+                "if-range",
+            ])
+            .allow_headers(api::uploads::TUS_REQUEST_HEADERS)
+            .expose_headers([
+                "etag",
+                "location",
+                "retry-after",
+                "content-range",
+                "accept-ranges",
+            ])
+            .expose_headers(api::uploads::TUS_RESPONSE_HEADERS)
+    });
+    route
+        .nest("/", api)
+        .with(AddData::new(state))
+        .with(CatchPanic::new())
+        .catch_all_error(|error| async move { framework_error_to_problem(error) })
+        .with(guard)
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .with(Compression::new())
+        .with(api::uploads::MediaRoutes)
+        .with(RequestLog)
+}
+
+/// Periodic housekeeping: expired idempotency keys, idle rate-limit
+/// entries, metric histograms.
+async fn maintenance(state: AppState, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        state.limits.forget_idle_clients();
+        metrics_handle().run_upkeep();
+        if let Err(error) = idempotency::sweep(&state.db).await {
+            tracing::warn!(error = %ErrorChain(&error), "sweeping idempotency keys failed");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Refresh tokens: opaque, stored only as SHA-256, rotated on every use.
+//! A token used twice means it was stolen: the whole family (every token
+//! descended from the same sign-in) is revoked.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use onestop_model::entities::{refresh_token, user};
+use rand::RngCore;
+use sea_orm::prelude::*;
+use sea_orm::sea_query::Expr;
+use sea_orm::ActiveValue::Set;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub struct TokenPair {
+    pub access_token: String,
+    pub access_expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_expires_in: u64,
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}
+
+/// Inserts a refresh token of `family_id` and returns it with the pair.
+async fn issue_in_family(
+    db: &impl ConnectionTrait,
+    state: &AppState,
+    account: &user::Model,
+    family_id: Uuid,
+    family_expires_at: DateTimeUtc,
+) -> Result<TokenPair, ApiError> {
+    let now = Utc::now();
+    let ttl = ChronoDuration::seconds(state.settings.refresh_token_ttl_secs as i64);
+    let expires_at = (now + ttl).min(family_expires_at);
+    let secret = new_secret();
+    refresh_token::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        user_id: Set(account.id),
+        family_id: Set(family_id),
+        token_hash: Set(digest(&secret)),
+        expires_at: Set(expires_at),
+        family_expires_at: Set(family_expires_at),
+        used_at: Set(None),
+        revoked_at: Set(None),
+        created_at: Set(now),
+    }
+    .insert(db)
+    .await?;
+    let (access_token, access_ttl) = state.tokens.issue(account, family_id);
+    Ok(TokenPair {
+        access_token,
+        access_expires_in: access_ttl.as_secs(),
+        refresh_token: secret,
+        refresh_expires_in: (expires_at - now).num_seconds().max(0) as u64,
+    })
+}
+
+/// A new sign-in: a new token family.
+pub async fn issue_session(state: &AppState, account: &user::Model) -> Result<TokenPair, ApiError> {
+    let family_expires_at =
+        Utc::now() + ChronoDuration::seconds(state.settings.refresh_family_ttl_secs as i64);
+    issue_in_family(&state.db, state, account, Uuid::new_v4(), family_expires_at).await
+}
+
+async fn revoke_family(db: &impl ConnectionTrait, family_id: Uuid) -> Result<(), ApiError> {
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_token::Column::FamilyId.eq(family_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Trades a refresh token for a new pair.
+pub async fn refresh_session(state: &AppState, presented: &str) -> Result<TokenPair, ApiError> {
+    let now = Utc::now();
+    let Some(stored) = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(digest(presented)))
+        .one(&state.db)
+        .await?
+    else {
+        return Err(ApiError::InvalidRefreshToken);
+    };
+    if stored.revoked_at.is_some() || stored.expires_at <= now || stored.family_expires_at <= now {
+        return Err(ApiError::InvalidRefreshToken);
+    }
+    let txn = onestop_model::begin_write(&state.db).await?;
+    // Marking it used only if nobody did before makes two racing uses of
+    // one token detectable: the loser sees zero rows.
+    let marked = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+        .filter(refresh_token::Column::Id.eq(stored.id))
+        .filter(refresh_token::Column::UsedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if marked.rows_affected == 0 {
+        revoke_family(&txn, stored.family_id).await?;
+        txn.commit().await?;
+        tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id,
+            "a refresh token was used twice; its family is revoked");
+        return Err(ApiError::InvalidRefreshToken);
+    }
+    let account = user::Entity::find_by_id(stored.user_id)
+        .one(&txn)
+        .await?
+        .filter(|account| !account.disabled)
+        .ok_or(ApiError::InvalidRefreshToken)?;
+    let pair = issue_in_family(
+        &txn,
+        state,
+        &account,
+        stored.family_id,
+        stored.family_expires_at,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(pair)
+}
+
+/// Ends the sign-in a refresh token belongs to, or every sign-in of its
+/// account. Access tokens of an ended sign-in stop working at once.
+/// Unknown tokens are ignored: signing out twice is not an error.
+pub async fn logout(state: &AppState, presented: &str, everywhere: bool) -> Result<(), ApiError> {
+    if let Some(stored) = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(digest(presented)))
+        .one(&state.db)
+        .await?
+    {
+        if everywhere {
+            end_all_sessions(&state.db, stored.user_id).await?;
+        } else {
+            revoke_family(&state.db, stored.family_id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Revokes every sign-in of an account.
+pub async fn end_all_sessions(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(), ApiError> {
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_token::Column::UserId.eq(user_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Whether a sign-in is still on: its family has a token nobody revoked,
+/// and its account is not disabled.
+pub async fn session_is_live(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> Result<bool, ApiError> {
+    let live = refresh_token::Entity::find()
+        .filter(refresh_token::Column::FamilyId.eq(session_id))
+        .filter(refresh_token::Column::UserId.eq(user_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .count(db)
+        .await?
+        > 0;
+    if !live {
+        return Ok(false);
+    }
+    Ok(user::Entity::find_by_id(user_id)
+        .one(db)
+        .await?
+        .is_some_and(|account| !account.disabled))
+}
+
+/// Disables an account and ends its sign-ins; its tokens stop at once.
+pub async fn disable_account(db: &impl ConnectionTrait, username: &str) -> Result<bool, ApiError> {
+    let Some(account) = user::Entity::find()
+        .filter(user::Column::Username.eq(username))
+        .one(db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    user::Entity::update_many()
+        .col_expr(user::Column::Disabled, Expr::value(true))
+        .filter(user::Column::Id.eq(account.id))
+        .exec(db)
+        .await?;
+    end_all_sessions(db, account.id).await?;
+    Ok(true)
+}

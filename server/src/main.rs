@@ -1,0 +1,205 @@
+use onestop_server::{access_log, app, telemetry, Application, Settings};
+
+const USAGE: &str = "usage: onestop-server [serve | migrate | verify-access-log | rotate-keys | disable-account USERNAME]
+  serve                     run the API (the default)
+  migrate                   apply pending database migrations and exit
+  verify-access-log         check every person's access-record chain; exits 1 if one is broken
+  rotate-keys               new data key for identifiers, every data key re-wrapped by RRN_KEK,
+                            every stored number re-encrypted (set RRN_KEK_PREVIOUS to retire a KEK)
+  disable-account USERNAME  disable an account; its sign-ins and tokens stop at once";
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let command = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "serve".to_owned());
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("configuration error: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&settings.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match command.as_str() {
+        "serve" => serve(settings).await,
+        "migrate" => migrate(settings).await,
+        "verify-access-log" => verify_access_log(settings).await,
+        "rotate-keys" => rotate_keys(settings).await,
+        "disable-account" => match std::env::args().nth(2) {
+            Some(username) => disable(settings, &username).await,
+            None => {
+                eprintln!("{USAGE}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn migrate(settings: Settings) -> std::process::ExitCode {
+    use onestop_migrations::{Migrator, MigratorTrait};
+    let result = async {
+        let db = app::connect_database(&settings).await?;
+        Migrator::up(&db, None).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            println!("the database schema is up to date");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("migration failed: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn disable(settings: Settings, username: &str) -> std::process::ExitCode {
+    let outcome = match app::connect_database(&settings).await {
+        Ok(db) => onestop_server::auth::disable_account(&db, username)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match outcome {
+        Ok(true) => {
+            println!("{username} is disabled; its sign-ins have ended");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("there is no account {username}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("disabling failed: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn rotate_keys(settings: Settings) -> std::process::ExitCode {
+    let outcome = async {
+        let db = app::connect_database(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        let vault = app::vault_from_settings(&settings).map_err(|e| e.to_string())?;
+        vault.rotate(&db).await.map_err(|e| e.to_string())
+    }
+    .await;
+    match outcome {
+        Ok(count) => {
+            println!("keys rotated; {count} stored numbers re-encrypted");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rotation failed, nothing changed: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn verify_access_log(settings: Settings) -> std::process::ExitCode {
+    let db = match app::connect_database(&settings).await {
+        Ok(db) => db,
+        Err(error) => {
+            eprintln!("{error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match access_log::verify(&db, None).await {
+        Ok(report) if report.breaks.is_empty() => {
+            println!(
+                "{} access records of {} people: every chain holds",
+                report.records, report.people
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            println!(
+                "{} access records of {} people; broken:",
+                report.records, report.people
+            );
+            for broken in &report.breaks {
+                println!(
+                    "  person {} record {}: {}",
+                    broken.subject, broken.seq, broken.reason
+                );
+            }
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("reading the access records failed: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> std::process::ExitCode {
+    let bind = settings.bind_addr.clone();
+    let docs = settings.docs_served();
+    let application = match Application::build(settings).await {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!(%error, "the server could not start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let base = format!(
+        "http://{}:{}",
+        bind.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1"),
+        application.port()
+    );
+    tracing::info!(address = %base, "serving");
+    println!("One-Stop Mobile server listening on {base}");
+    if docs {
+        println!("  API docs:     {base}/docs   (OpenAPI document: {base}/openapi.json)");
+    }
+    println!("  health:       {base}/healthz, {base}/readyz, metrics: {base}/metrics");
+    if !application.demo_accounts().is_empty() {
+        println!("  demo accounts:");
+        for account in application.demo_accounts() {
+            println!("    {account}");
+        }
+    }
+
+    match application.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "the server stopped with an error");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

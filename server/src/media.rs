@@ -1,0 +1,506 @@
+//! Where photos and PDFs live. One interface, so the local disk (the
+//! default) and S3-compatible object storage ([`S3Store`]) are chosen by
+//! configuration (`MEDIA_STORE=local|s3`).
+
+mod s3;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::fs;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+use uuid::Uuid;
+
+pub use s3::{S3Config, S3Store};
+
+/// The store the settings name: `MEDIA_STORE=local` (files under
+/// `MEDIA_DIR`) or `s3` (the `S3_*` settings).
+pub async fn from_settings(
+    settings: &crate::settings::Settings,
+) -> std::io::Result<std::sync::Arc<dyn MediaStore>> {
+    Ok(match settings.media_store.as_str() {
+        "s3" => std::sync::Arc::new(S3Store::new(&S3Config {
+            bucket: settings.s3_bucket.clone().unwrap_or_default(),
+            endpoint: settings.s3_endpoint.clone(),
+            region: settings.s3_region.clone(),
+            access_key_id: settings.s3_access_key_id.clone(),
+            secret_access_key: settings.s3_secret_access_key.clone(),
+        })?),
+        _ => std::sync::Arc::new(LocalDisk::open_dir(&settings.media_dir).await?),
+    })
+}
+
+/// A readable stream of an object's bytes.
+pub type MediaReader = Box<dyn AsyncRead + Send + Unpin>;
+
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    /// Starts writing a new object; nothing is visible until `commit`.
+    async fn create(&self, key: &str) -> std::io::Result<Box<dyn MediaWriter>>;
+    /// Reads a committed object and tells its size.
+    async fn open(&self, key: &str) -> std::io::Result<(MediaReader, u64)>;
+    /// Reads the bytes `range` of a committed object; the range lies
+    /// within the object.
+    async fn open_range(&self, key: &str, range: Range<u64>) -> std::io::Result<MediaReader>;
+    /// Removes an object; removing one that is not there is no error.
+    async fn delete(&self, key: &str) -> std::io::Result<()>;
+    /// Removes every object whose key starts with `prefix`, which ends
+    /// with `/`.
+    async fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
+    /// Whether the store can be written to, for readiness.
+    async fn check(&self) -> std::io::Result<()>;
+
+    /// Continues a staged object, one written in several sittings (a
+    /// resumable upload), whose first `at` bytes were committed before;
+    /// whatever an attempt that did not count left after them is
+    /// replaced. `commit` makes the new bytes durable; `abort` throws them
+    /// away and keeps the first `at`.
+    async fn append(&self, key: &str, at: u64) -> std::io::Result<Box<dyn MediaWriter>>;
+    /// Reads the first `len` committed bytes of a staged object.
+    async fn open_staged(&self, key: &str, len: u64) -> std::io::Result<MediaReader>;
+    /// Makes the first `len` bytes of a staged object the object
+    /// `target`, durably, leaving the staged object as it is (it goes
+    /// with [`MediaStore::delete_prefix`]). Local disk links the file,
+    /// so no byte is written again.
+    async fn publish_staged(&self, key: &str, len: u64, target: &str) -> std::io::Result<()>;
+}
+
+/// SHA-256 of the bytes a writer took, hexadecimal.
+pub type Sha256Hex = String;
+
+#[async_trait]
+pub trait MediaWriter: Send {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()>;
+    /// Makes the object visible under its key, durably, and tells the
+    /// SHA-256 of the bytes written through this writer (for `append`,
+    /// only those of this sitting).
+    async fn commit(self: Box<Self>) -> std::io::Result<Sha256Hex>;
+    /// Throws away what was written.
+    async fn abort(self: Box<Self>);
+}
+
+/// Objects as files under one folder, written to `.partial/` first and
+/// renamed into place when complete, so a crash never leaves half a photo
+/// under a real key.
+pub struct LocalDisk {
+    root: PathBuf,
+}
+
+impl LocalDisk {
+    pub async fn open_dir(root: &Path) -> std::io::Result<Self> {
+        fs::create_dir_all(root.join(".partial")).await?;
+        Ok(LocalDisk {
+            root: root.to_owned(),
+        })
+    }
+
+    fn path_of(&self, key: &str) -> std::io::Result<PathBuf> {
+        // Keys are made by the server, but refuse anything that could
+        // leave the folder all the same.
+        if key.is_empty()
+            || key.starts_with('/')
+            || key
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "bad media key",
+            ));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+/// Bytes gathered before one write to the file.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Writes waiting for the file thread: with [`WRITE_BUFFER`], at most
+/// 1 MiB per object in progress.
+const QUEUED_WRITES: usize = 3;
+/// The file thread makes the bytes durable every so often while more
+/// arrive, so committing waits only for the last of them.
+const SYNC_EVERY: u64 = 2 * 1024 * 1024;
+
+enum Sink {
+    Bytes(Vec<u8>),
+    /// Everything is sent: make it durable.
+    Finish,
+}
+
+/// A file written, hashed and made durable on a blocking thread while
+/// the request's task goes on receiving and filtering: the two cores
+/// share the work, and most of the `fsync` is done by the time the last
+/// byte arrives.
+struct FileSink {
+    pending: Vec<u8>,
+    queue: Option<tokio::sync::mpsc::Sender<Sink>>,
+    worker: Option<tokio::task::JoinHandle<std::io::Result<(std::fs::File, Sha256Hex)>>>,
+}
+
+impl FileSink {
+    fn start(file: std::fs::File) -> Self {
+        let (queue, mut chunks) = tokio::sync::mpsc::channel::<Sink>(QUEUED_WRITES);
+        let worker = tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
+            use std::io::Write;
+            let mut file = file;
+            let mut hasher = sha2::Sha256::new();
+            let mut unsynced = 0u64;
+            while let Some(message) = chunks.blocking_recv() {
+                match message {
+                    Sink::Bytes(bytes) => {
+                        hasher.update(&bytes);
+                        file.write_all(&bytes)?;
+                        unsynced += bytes.len() as u64;
+                        if unsynced >= SYNC_EVERY {
+                            file.sync_data()?;
+                            unsynced = 0;
+                        }
+                    }
+                    Sink::Finish => {
+                        file.sync_all()?;
+                        return Ok((file, hex::encode(hasher.finalize())));
+                    }
+                }
+            }
+            Err(std::io::Error::other("the write was abandoned"))
+        });
+        FileSink {
+            pending: Vec::with_capacity(WRITE_BUFFER),
+            queue: Some(queue),
+            worker: Some(worker),
+        }
+    }
+
+    async fn send(&mut self, message: Sink) -> std::io::Result<()> {
+        let sent = match self.queue.as_ref() {
+            Some(queue) => queue.send(message).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        self.queue = None;
+        Err(match self.worker.take() {
+            Some(worker) => match worker.await {
+                Ok(Err(error)) => error,
+                Ok(Ok(_)) => std::io::Error::other("the file was already finished"),
+                Err(error) => std::io::Error::other(error),
+            },
+            None => std::io::Error::other("the file was already finished"),
+        })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() >= WRITE_BUFFER {
+            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(WRITE_BUFFER));
+            self.send(Sink::Bytes(full)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and makes the file durable.
+    async fn finish(&mut self) -> std::io::Result<(std::fs::File, Sha256Hex)> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.send(Sink::Bytes(rest)).await?;
+        }
+        self.send(Sink::Finish).await?;
+        self.queue = None;
+        self.done().await
+    }
+
+    /// Stops the thread without making anything durable.
+    async fn stop(&mut self) {
+        self.queue = None;
+        let _ = self.done().await;
+    }
+
+    async fn done(&mut self) -> std::io::Result<(std::fs::File, Sha256Hex)> {
+        match self.worker.take() {
+            Some(worker) => worker.await.map_err(std::io::Error::other)?,
+            None => Err(std::io::Error::other("the file was already finished")),
+        }
+    }
+
+    /// Runs `cleanup` once the thread has stopped, from a `Drop` where
+    /// nothing can be awaited.
+    fn stop_then(&mut self, cleanup: impl FnOnce() + Send + 'static) {
+        self.queue = None;
+        let worker = self.worker.take();
+        match (worker, tokio::runtime::Handle::try_current()) {
+            (Some(worker), Ok(runtime)) => {
+                runtime.spawn(async move {
+                    let _ = worker.await;
+                    cleanup();
+                });
+            }
+            _ => cleanup(),
+        }
+    }
+}
+
+struct LocalWriter {
+    sink: FileSink,
+    partial: PathBuf,
+    target: PathBuf,
+    /// Committed or aborted: nothing left to clean up.
+    finished: bool,
+}
+
+impl Drop for LocalWriter {
+    /// A writer dropped half-way (its request was cancelled) removes its
+    /// partial file, so nothing half-written stays behind.
+    fn drop(&mut self) {
+        if !self.finished {
+            let partial = self.partial.clone();
+            self.sink.stop_then(move || {
+                let _ = std::fs::remove_file(partial);
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl MediaStore for LocalDisk {
+    async fn create(&self, key: &str) -> std::io::Result<Box<dyn MediaWriter>> {
+        let target = self.path_of(key)?;
+        let partial = self.root.join(".partial").join(Uuid::new_v4().to_string());
+        let file = fs::File::create(&partial).await?.into_std().await;
+        Ok(Box::new(LocalWriter {
+            sink: FileSink::start(file),
+            partial,
+            target,
+            finished: false,
+        }))
+    }
+
+    async fn open(&self, key: &str) -> std::io::Result<(MediaReader, u64)> {
+        let file = fs::File::open(self.path_of(key)?).await?;
+        let size = file.metadata().await?.len();
+        Ok((Box::new(file), size))
+    }
+
+    async fn open_range(&self, key: &str, range: Range<u64>) -> std::io::Result<MediaReader> {
+        let mut file = fs::File::open(self.path_of(key)?).await?;
+        file.seek(std::io::SeekFrom::Start(range.start)).await?;
+        Ok(Box::new(file.take(range.end.saturating_sub(range.start))))
+    }
+
+    async fn delete(&self, key: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.path_of(key)?).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> std::io::Result<()> {
+        let folder = self.path_of(prefix.trim_end_matches('/'))?;
+        match fs::remove_dir_all(folder).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    async fn check(&self) -> std::io::Result<()> {
+        fs::metadata(self.root.join(".partial")).await.map(|_| ())
+    }
+
+    async fn append(&self, key: &str, at: u64) -> std::io::Result<Box<dyn MediaWriter>> {
+        let path = self.path_of(key)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).await?;
+        }
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .await?;
+        file.set_len(at).await?;
+        file.seek(std::io::SeekFrom::Start(at)).await?;
+        Ok(Box::new(LocalAppender {
+            sink: FileSink::start(file.into_std().await),
+            path,
+            at,
+            finished: false,
+        }))
+    }
+
+    async fn open_staged(&self, key: &str, len: u64) -> std::io::Result<MediaReader> {
+        let file = fs::File::open(self.path_of(key)?).await?;
+        Ok(Box::new(file.take(len)))
+    }
+
+    async fn publish_staged(&self, key: &str, len: u64, target: &str) -> std::io::Result<()> {
+        let staged = self.path_of(key)?;
+        let target = self.path_of(target)?;
+        let size = fs::metadata(&staged).await?.len();
+        if size != len {
+            return Err(std::io::Error::other(format!(
+                "a staged object has {size} bytes, not the {len} committed"
+            )));
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).await?;
+        }
+        fs::hard_link(&staged, &target).await
+    }
+}
+
+/// Appends to a staged file; cuts it back to `at` unless committed.
+struct LocalAppender {
+    sink: FileSink,
+    path: PathBuf,
+    at: u64,
+    finished: bool,
+}
+
+fn cut_back(path: &Path, at: u64) {
+    let cut = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(at));
+    if let Err(error) = cut {
+        tracing::warn!(%error, path = %path.display(), "a staged file could not be cut back");
+    }
+}
+
+impl Drop for LocalAppender {
+    fn drop(&mut self) {
+        if !self.finished {
+            let (path, at) = (self.path.clone(), self.at);
+            self.sink.stop_then(move || cut_back(&path, at));
+        }
+    }
+}
+
+#[async_trait]
+impl MediaWriter for LocalAppender {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.sink.write(chunk).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {
+        let (_, sha256) = self.sink.finish().await?;
+        self.finished = true;
+        Ok(sha256)
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.finished = true;
+        self.sink.stop().await;
+        let (path, at) = (self.path.clone(), self.at);
+        let _ = tokio::task::spawn_blocking(move || cut_back(&path, at)).await;
+    }
+}
+
+#[async_trait]
+impl MediaWriter for LocalWriter {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.sink.write(chunk).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {
+        let (file, sha256) = self.sink.finish().await?;
+        drop(file);
+        let (partial, target) = (self.partial.clone(), self.target.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&partial, &target)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.finished = true;
+        Ok(sha256)
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.finished = true;
+        self.sink.stop().await;
+        if let Err(error) = fs::remove_file(&self.partial).await {
+            tracing::warn!(%error, path = %self.partial.display(), "could not remove a partial upload");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn an_object_is_invisible_until_committed_and_aborts_leave_nothing() {
+        let dir = std::env::temp_dir().join(format!("media-{}", Uuid::new_v4()));
+        let store = LocalDisk::open_dir(&dir).await.unwrap();
+        let mut writer = store.create("ab/photo").await.unwrap();
+        writer.write(b"hello ").await.unwrap();
+        writer.write(b"world").await.unwrap();
+        assert!(store.open("ab/photo").await.is_err());
+        writer.commit().await.unwrap();
+        let (mut reader, size) = store.open("ab/photo").await.unwrap();
+        let mut text = String::new();
+        reader.read_to_string(&mut text).await.unwrap();
+        assert_eq!((text.as_str(), size), ("hello world", 11));
+
+        let mut writer = store.create("ab/other").await.unwrap();
+        writer.write(b"half").await.unwrap();
+        writer.abort().await;
+        assert_eq!(std::fs::read_dir(dir.join(".partial")).unwrap().count(), 0);
+        assert!(store.path_of("../etc/passwd").is_err());
+
+        let mut writer = store.create("up/1/a").await.unwrap();
+        writer.write(b"0123456789").await.unwrap();
+        writer.commit().await.unwrap();
+        let mut middle = String::new();
+        store
+            .open_range("up/1/a", 3..7)
+            .await
+            .unwrap()
+            .read_to_string(&mut middle)
+            .await
+            .unwrap();
+        assert_eq!(middle, "3456");
+        store.delete_prefix("up/1/").await.unwrap();
+        store.delete_prefix("up/1/").await.unwrap();
+        assert!(store.open("up/1/a").await.is_err());
+
+        // A staged object grows in sittings; one that does not count is
+        // cut off again, and the result is published without copying.
+        let mut staged = store.append("up/2/s", 0).await.unwrap();
+        staged.write(b"hello ").await.unwrap();
+        let sha256 = staged.commit().await.unwrap();
+        assert_eq!(sha256, hex::encode(sha2::Sha256::digest(b"hello ")));
+        let mut cut = store.append("up/2/s", 6).await.unwrap();
+        cut.write(b"cruel ").await.unwrap();
+        cut.abort().await;
+        let mut more = store.append("up/2/s", 6).await.unwrap();
+        more.write(b"world").await.unwrap();
+        more.commit().await.unwrap();
+        let mut text = String::new();
+        store
+            .open_staged("up/2/s", 11)
+            .await
+            .unwrap()
+            .read_to_string(&mut text)
+            .await
+            .unwrap();
+        assert_eq!(text, "hello world");
+        store
+            .publish_staged("up/2/s", 11, "ab/published")
+            .await
+            .unwrap();
+        store.delete_prefix("up/2/").await.unwrap();
+        let (mut reader, size) = store.open("ab/published").await.unwrap();
+        let mut text = String::new();
+        reader.read_to_string(&mut text).await.unwrap();
+        assert_eq!((text.as_str(), size), ("hello world", 11));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

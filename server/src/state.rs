@@ -1,0 +1,55 @@
+use std::ops::Deref;
+use std::sync::Arc;
+
+use onestop_model::catalog::{Catalog, Texts};
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+
+use crate::auth::TokenKeys;
+use crate::identity::RrnIndexer;
+use crate::media::MediaStore;
+use crate::rate_limit::RateLimits;
+use crate::redis_link::RedisLink;
+use crate::registry::FactRegistry;
+use crate::settings::Settings;
+
+/// What every request handler may reach, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub db: DatabaseConnection,
+    pub settings: Settings,
+    pub tokens: TokenKeys,
+    pub limits: RateLimits,
+    pub rrn_index: RrnIndexer,
+    /// Seals resident registration numbers at rest.
+    pub vault: crate::vault::Vault,
+    /// Where shared facts come from.
+    pub registry: Arc<dyn FactRegistry>,
+    pub media: Arc<dyn MediaStore>,
+    /// The bounded pool that makes thumbnails off the request path.
+    pub thumbnails: crate::uploads::thumbnails::Thumbnailer,
+    pub redis: Arc<RedisLink>,
+    /// The catalog as seeded at start (document names live only here).
+    pub catalog: Catalog,
+    /// Texts of inbox entries, loaded from the catalog at start.
+    pub texts: Texts,
+    /// Woken after a commit that wrote to the outbox, so events leave at once
+    /// instead of at the next poll.
+    pub outbox_wakeup: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

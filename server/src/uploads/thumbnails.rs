@@ -1,0 +1,351 @@
+//! Thumbnails for the officials' tablets, made off the request path.
+//!
+//! A bounded pool: at most `THUMBNAIL_WORKERS` photos (one per core by
+//! default) are decoded at once, each on one of the pool's own threads,
+//! each with the `image` crate's allocation limit, so a decompression bomb
+//! fails its own thumbnail instead of taking the server's memory. Work
+//! waiting for a worker is only an id. The pool's threads run at a lower
+//! scheduling priority (nice 19 on Linux), so decoding takes the cores
+//! only when requests leave them idle: uploads arriving while thumbnails
+//! are made are not slowed by them. A thumbnail not made before a restart is still
+//! `pending` in the database and is queued again at start.
+//!
+//! The thumbnail is a JPEG whose pixels are already turned by the photo's
+//! EXIF orientation and which carries no metadata at all, so it displays
+//! upright everywhere.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use chrono::Utc;
+use image::codecs::jpeg::JpegEncoder;
+use image::metadata::Orientation;
+use image::{ImageFormat, ImageReader, Limits};
+use onestop_model::entities::{attachment, attachment_thumbnail};
+use sea_orm::prelude::*;
+use sea_orm::{ActiveValue::Set, QuerySelect};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
+
+use crate::error::ErrorChain;
+use crate::state::AppState;
+
+pub const PENDING: &str = "pending";
+pub const READY: &str = "ready";
+pub const NONE: &str = "none";
+
+/// Longest edge of a thumbnail, in pixels.
+pub const EDGE: u32 = 512;
+const QUALITY: u8 = 80;
+/// Most memory one decode may allocate: a 12-megapixel phone photo needs
+/// about 36 MiB, the largest accepted photo more; beyond this the photo
+/// gets no thumbnail (the tablet opens the photo itself).
+const DECODE_MEMORY: u64 = 192 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Thumbnailer {
+    permits: Arc<Semaphore>,
+    decoders: Arc<Decoders>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The decoding threads. They end when the last [`Thumbnailer`] holding
+/// them is dropped.
+struct Decoders {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+/// Niceness of the decoding threads: background work yields to requests.
+#[cfg(target_os = "linux")]
+const DECODER_NICENESS: i32 = 19;
+
+impl Decoders {
+    fn start(workers: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..workers {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("thumbnail-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "a thumbnail thread could not be started");
+            }
+        }
+        Decoders {
+            jobs: std::sync::Mutex::new(jobs),
+        }
+    }
+
+    /// Runs `work` on a decoding thread and waits for its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, BoxError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| "the thumbnail threads are gone")?
+            .send(job)
+            .map_err(|_| "the thumbnail threads are gone")?;
+        Ok(result.await.map_err(|_| "a thumbnail thread stopped")?)
+    }
+}
+
+/// Lowers the calling thread's scheduling priority; Linux keeps a nice
+/// value per thread. Where refused, the thread keeps the normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::process::setpriority_process(None, DECODER_NICENESS) {
+        tracing::debug!(%error, "thumbnail threads keep the normal priority");
+    }
+}
+
+impl Thumbnailer {
+    /// A pool of `workers` decoders; 0 means one per core.
+    pub fn new(workers: usize) -> Self {
+        let workers = if workers == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            workers
+        };
+        Thumbnailer {
+            permits: Arc::new(Semaphore::new(workers)),
+            decoders: Arc::new(Decoders::start(workers)),
+        }
+    }
+
+    /// Queues the thumbnail of a recorded photo; returns at once.
+    pub fn enqueue(&self, state: &AppState, attachment_id: Uuid) {
+        let permits = self.permits.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            if let Err(error) = make(&state, attachment_id).await {
+                tracing::warn!(%attachment_id, error = %ErrorChain(&*error), "a thumbnail could not be made");
+            }
+        });
+    }
+
+    /// Queues every thumbnail still pending (after a restart).
+    pub async fn resume_pending(&self, state: &AppState) -> Result<usize, DbErr> {
+        let pending: Vec<Uuid> = attachment_thumbnail::Entity::find()
+            .select_only()
+            .column(attachment_thumbnail::Column::AttachmentId)
+            .filter(attachment_thumbnail::Column::State.eq(PENDING))
+            .into_tuple()
+            .all(&state.db)
+            .await?;
+        for id in &pending {
+            self.enqueue(state, *id);
+        }
+        Ok(pending.len())
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn make(state: &AppState, attachment_id: Uuid) -> Result<(), BoxError> {
+    let Some(row) = attachment_thumbnail::Entity::find_by_id(attachment_id)
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(());
+    };
+    if row.state != PENDING {
+        return Ok(());
+    }
+    let Some(photo) = attachment::Entity::find_by_id(attachment_id)
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(());
+    };
+    let format = match photo.media_type.as_str() {
+        "image/jpeg" => ImageFormat::Jpeg,
+        "image/png" => ImageFormat::Png,
+        _ => return finish(state, attachment_id, Err("not a photo".into())).await,
+    };
+    // The decoders want the whole file; it is at most MAX_UPLOAD_BYTES.
+    let (mut reader, size) = state.media.open(&photo.storage_key).await?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    reader.read_to_end(&mut bytes).await?;
+    let orientation = Orientation::from_exif(u8::try_from(row.orientation).unwrap_or(1))
+        .unwrap_or(Orientation::NoTransforms);
+    let rendered = state
+        .thumbnails
+        .decoders
+        .run(move || render(&bytes, format, orientation))
+        .await?;
+    let outcome = match rendered {
+        Ok(thumbnail) => {
+            let key = thumbnail_key(attachment_id);
+            let mut writer = state.media.create(&key).await?;
+            if let Err(error) = writer.write(&thumbnail.jpeg).await {
+                writer.abort().await;
+                return Err(error.into());
+            }
+            writer.commit().await?;
+            Ok((key, thumbnail))
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    finish(state, attachment_id, outcome).await
+}
+
+async fn finish(
+    state: &AppState,
+    attachment_id: Uuid,
+    outcome: Result<(String, Thumbnail), String>,
+) -> Result<(), BoxError> {
+    let mut row = attachment_thumbnail::ActiveModel {
+        attachment_id: Set(attachment_id),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
+    };
+    match outcome {
+        Ok((key, thumbnail)) => {
+            row.state = Set(READY.to_owned());
+            row.byte_size = Set(Some(thumbnail.jpeg.len() as i64));
+            row.sha256 = Set(Some(hex::encode(Sha256::digest(&thumbnail.jpeg))));
+            row.storage_key = Set(Some(key));
+            row.width = Set(Some(thumbnail.width as i32));
+            row.height = Set(Some(thumbnail.height as i32));
+            metrics::counter!("thumbnails_made_total").increment(1);
+        }
+        Err(reason) => {
+            row.state = Set(NONE.to_owned());
+            row.detail = Set(Some(format!("no thumbnail could be made: {reason}")));
+            metrics::counter!("thumbnails_failed_total").increment(1);
+        }
+    }
+    attachment_thumbnail::Entity::update_many()
+        .set(row)
+        .filter(attachment_thumbnail::Column::AttachmentId.eq(attachment_id))
+        .filter(attachment_thumbnail::Column::State.eq(PENDING))
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}
+
+pub fn thumbnail_key(attachment_id: Uuid) -> String {
+    let hex = attachment_id.simple().to_string();
+    format!("thumbnails/{}/{}/{hex}", &hex[..2], &hex[2..4])
+}
+
+pub struct Thumbnail {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Decodes a photo within the memory bound, shrinks it to fit
+/// [`EDGE`]×[`EDGE`], turns it upright and encodes it as JPEG.
+pub fn render(
+    bytes: &[u8],
+    format: ImageFormat,
+    orientation: Orientation,
+) -> Result<Thumbnail, image::ImageError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(65_535);
+    limits.max_image_height = Some(65_535);
+    limits.max_alloc = Some(DECODE_MEMORY);
+    reader.limits(limits);
+    let decoded = reader.decode()?;
+    let mut small = if decoded.width() <= EDGE && decoded.height() <= EDGE {
+        decoded
+    } else {
+        decoded.thumbnail(EDGE, EDGE)
+    };
+    small.apply_orientation(orientation);
+    let rgb = small.to_rgb8();
+    let mut jpeg = Vec::new();
+    JpegEncoder::new_with_quality(&mut jpeg, QUALITY).encode_image(&rgb)?;
+    Ok(Thumbnail {
+        jpeg,
+        width: rgb.width(),
+        height: rgb.height(),
+    })
+}
+
+/// Marks a photo recorded before thumbnails existed as pending, so the
+/// next request queues it.
+pub async fn ensure_row(state: &AppState, photo: &attachment::Model) -> Result<String, DbErr> {
+    if let Some(row) = attachment_thumbnail::Entity::find_by_id(photo.id)
+        .one(&state.db)
+        .await?
+    {
+        return Ok(row.state);
+    }
+    let is_photo = photo.media_type.starts_with("image/");
+    let state_name = if is_photo { PENDING } else { NONE };
+    let inserted = attachment_thumbnail::Entity::insert(attachment_thumbnail::ActiveModel {
+        attachment_id: Set(photo.id),
+        state: Set(state_name.to_owned()),
+        orientation: Set(1),
+        storage_key: Set(None),
+        byte_size: Set(None),
+        sha256: Set(None),
+        width: Set(None),
+        height: Set(None),
+        detail: Set((!is_photo).then(|| "PDF documents have no thumbnail".to_owned())),
+        updated_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(attachment_thumbnail::Column::AttachmentId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .do_nothing()
+    .exec(&state.db)
+    .await?;
+    if is_photo && matches!(inserted, sea_orm::TryInsertResult::Inserted(_)) {
+        state.thumbnails.enqueue(state, photo.id);
+    }
+    Ok(state_name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Rgb};
+
+    #[test]
+    fn thumbnails_fit_the_edge_and_are_turned_upright() {
+        let photo = ImageBuffer::from_fn(1200, 600, |x, _| Rgb([(x % 256) as u8, 10, 20]));
+        let mut jpeg = Vec::new();
+        JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&photo)
+            .unwrap();
+        let upright = render(&jpeg, ImageFormat::Jpeg, Orientation::NoTransforms).unwrap();
+        assert_eq!((upright.width, upright.height), (512, 256));
+        let turned = render(&jpeg, ImageFormat::Jpeg, Orientation::Rotate90).unwrap();
+        assert_eq!((turned.width, turned.height), (256, 512));
+        assert!(render(
+            b"\xFF\xD8\xFF garbage",
+            ImageFormat::Jpeg,
+            Orientation::NoTransforms
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,1190 @@
+//! Resumable uploads, the tus 1.0 core protocol with the creation,
+//! checksum, termination and expiration extensions
+//! (<https://tus.io/protocols/resumable-upload>).
+//!
+//! Each PATCH streams its bytes through the same type check and metadata
+//! filter as a one-shot upload, as they arrive, and appends what is to be
+//! stored to the upload's staged object (`uploads/<id>/<lineage>`; on
+//! local disk one file, on S3 one object per PATCH). The bytes are
+//! written once: when the last one arrives the staged object becomes the
+//! attachment's (a hard link on local disk), and its SHA-256 is the one
+//! the store computed while writing it, or, when the upload came through
+//! several requests, read back once. Between PATCHes of a photo the
+//! filter's state is saved beside it (`uploads/<id>/filter-<offset>`), so
+//! any server, or the same one after a restart, continues where the last
+//! PATCH ended.
+//!
+//! The offset moves only once the bytes and the filter's state are
+//! durably stored, in the transaction that records the PATCH, so an
+//! interrupted request never leaves a gap or half-written bytes that
+//! count: a later PATCH cuts the staged object back to what was
+//! committed. One request at a time may write to an upload: it takes a
+//! lock on the upload's row with a compare-and-set on the offset (the same
+//! SQL on SQLite and PostgreSQL); another request meanwhile gets 409. The
+//! lock is refreshed while bytes arrive and counts as abandoned after
+//! [`LOCK_STALE_SECS`] (a server that died mid-request); the request that
+//! takes an abandoned lock over continues in a copy of the staged bytes
+//! (a new lineage), so a stalled request that wakes up cannot touch them.
+//! A request whose client sends nothing for [`IDLE`] ends, keeping what
+//! arrived.
+//!
+//! A file the filter refuses (not a photo or PDF, damaged, too many
+//! pixels) is refused at the PATCH that shows it, and the upload goes. The
+//! attachment row and the upload's final offset are written in one
+//! transaction, so `HEAD` shows the full offset only once the attachment
+//! exists.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use onestop_model::entities::{upload, upload_part};
+use sea_orm::prelude::*;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::strip::{PhotoFacts, Sanitizer};
+use super::{accepted, accepted_type, forget, record, Stored, SNIFF_LEN};
+use crate::error::{ApiError, ErrorChain};
+use crate::media::{MediaStore, MediaWriter};
+use crate::state::AppState;
+
+pub const TUS_VERSION: &str = "1.0.0";
+pub const EXTENSIONS: &str = "creation,checksum,termination,expiration";
+pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
+/// A lock not refreshed for this long belongs to a request that died.
+pub const LOCK_STALE_SECS: i64 = 60;
+/// How often a writing request refreshes its lock.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A PATCH whose client sends nothing for this long ends; what arrived
+/// is kept (without a checksum) and the upload can be resumed.
+pub const IDLE: Duration = Duration::from_secs(30);
+/// Pieces one upload may have; clients send chunks of hundreds of KiB.
+const MAX_PARTS: i32 = 2_000;
+const MAX_METADATA_BYTES: usize = 4 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// RFC 9110 date, as `Upload-Expires` wants it.
+pub fn http_date(at: DateTime<Utc>) -> String {
+    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn expiry(state: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(
+        i64::try_from(state.settings.upload_expiry_secs).unwrap_or(i64::MAX / 2),
+    )
+}
+
+/// `Upload-Metadata`: comma-separated `key base64(value)` pairs. Returns
+/// the file name (`filename`, or `name` as some clients call it) as text;
+/// bytes that are not UTF-8 become replacement characters.
+pub fn parse_metadata(raw: &str) -> Result<Option<String>, ApiError> {
+    if raw.len() > MAX_METADATA_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "Upload-Metadata is longer than {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    let mut seen = Vec::new();
+    let mut file_name = None;
+    let mut name = None;
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.split_once(' ') {
+            Some((key, value)) => (key, Some(value.trim())),
+            None => (pair, None),
+        };
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) || seen.contains(&key) {
+            return Err(ApiError::BadRequest(format!(
+                "Upload-Metadata has a bad or repeated key `{key}`"
+            )));
+        }
+        seen.push(key);
+        let Some(value) = value else { continue };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value))
+            .map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "the Upload-Metadata value of `{key}` is not base64"
+                ))
+            })?;
+        let text: String = String::from_utf8_lossy(&decoded)
+            .chars()
+            .take(255)
+            .collect();
+        match key {
+            "filename" => file_name = Some(text),
+            "name" => name = Some(text),
+            _ => {}
+        }
+    }
+    Ok(file_name.or(name))
+}
+
+/// `Upload-Checksum`: an algorithm and the base64 digest of the chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    Sha1(Vec<u8>),
+    Sha256(Vec<u8>),
+}
+
+impl Checksum {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let (algorithm, digest) = raw.trim().split_once(' ').ok_or_else(|| {
+            ApiError::BadRequest("Upload-Checksum must be `<algorithm> <base64 digest>`".into())
+        })?;
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(digest.trim())
+            .map_err(|_| ApiError::BadRequest("the Upload-Checksum digest is not base64".into()))?;
+        let checksum = match algorithm.to_ascii_lowercase().as_str() {
+            "sha1" => Checksum::Sha1(digest),
+            "sha256" => Checksum::Sha256(digest),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                "checksum algorithm `{other}` is not supported; use one of {CHECKSUM_ALGORITHMS}"
+            )))
+            }
+        };
+        let (expected, got) = match &checksum {
+            Checksum::Sha1(d) => (20, d.len()),
+            Checksum::Sha256(d) => (32, d.len()),
+        };
+        if expected != got {
+            return Err(ApiError::BadRequest(
+                "the Upload-Checksum digest has the wrong length".into(),
+            ));
+        }
+        Ok(checksum)
+    }
+}
+
+enum RunningDigest {
+    Sha1(Sha1),
+    Sha256(Sha256),
+}
+
+impl RunningDigest {
+    fn for_checksum(checksum: &Checksum) -> Self {
+        match checksum {
+            Checksum::Sha1(_) => RunningDigest::Sha1(Sha1::new()),
+            Checksum::Sha256(_) => RunningDigest::Sha256(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            RunningDigest::Sha1(h) => h.update(bytes),
+            RunningDigest::Sha256(h) => h.update(bytes),
+        }
+    }
+
+    fn matches(self, checksum: &Checksum) -> bool {
+        match (self, checksum) {
+            (RunningDigest::Sha1(h), Checksum::Sha1(d)) => h.finalize().as_slice() == d.as_slice(),
+            (RunningDigest::Sha256(h), Checksum::Sha256(d)) => {
+                h.finalize().as_slice() == d.as_slice()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Creates an upload of `length` bytes.
+pub async fn create(
+    state: &AppState,
+    owner_id: Uuid,
+    length: u64,
+    metadata: Option<&str>,
+) -> Result<upload::Model, ApiError> {
+    let limit = state.settings.max_upload_bytes;
+    if length == 0 {
+        return Err(ApiError::Validation("the file is empty".into()));
+    }
+    if length > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let file_name = metadata.map(parse_metadata).transpose()?.flatten();
+    let now = Utc::now();
+    let model = upload::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        owner_id: Set(owner_id),
+        upload_length: Set(length as i64),
+        upload_offset: Set(0),
+        part_count: Set(0),
+        metadata: Set(metadata.map(str::to_owned)),
+        file_name: Set(file_name),
+        lock_token: Set(None),
+        locked_at: Set(None),
+        attachment_id: Set(None),
+        created_at: Set(now),
+        expires_at: Set(now + expiry(state)),
+    }
+    .insert(&state.db)
+    .await?;
+    metrics::counter!("resumable_uploads_created_total").increment(1);
+    Ok(model)
+}
+
+/// An upload of the caller's own that has not expired.
+pub async fn find(state: &AppState, owner_id: Uuid, id: Uuid) -> Result<upload::Model, ApiError> {
+    upload::Entity::find_by_id(id)
+        .filter(upload::Column::OwnerId.eq(owner_id))
+        .filter(upload::Column::ExpiresAt.gt(Utc::now()))
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("upload"))
+}
+
+/// Where an upload stands after a PATCH.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub offset: u64,
+    /// When an unfinished upload will be deleted.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The attachment a finished upload became.
+    pub attachment_id: Option<Uuid>,
+}
+
+impl Progress {
+    pub fn of(upload: &upload::Model) -> Self {
+        Progress {
+            offset: upload.upload_offset as u64,
+            expires_at: upload.attachment_id.is_none().then_some(upload.expires_at),
+            attachment_id: upload.attachment_id,
+        }
+    }
+}
+
+/// Appends the request body at `offset`. `declared_length` is the
+/// request's Content-Length when it sent one.
+pub async fn patch(
+    state: &AppState,
+    owner_id: Uuid,
+    id: Uuid,
+    offset: u64,
+    checksum: Option<Checksum>,
+    declared_length: Option<u64>,
+    body: impl AsyncRead + Send + Unpin + 'static,
+) -> Result<Progress, ApiError> {
+    let upload = find(state, owner_id, id).await?;
+    let (length, current) = (upload.upload_length as u64, upload.upload_offset as u64);
+    if offset != current {
+        return Err(offset_conflict(offset, current));
+    }
+    if upload.attachment_id.is_some() {
+        return match declared_length {
+            Some(0) => Ok(Progress::of(&upload)),
+            _ => Err(ApiError::TooLarge { limit: length }),
+        };
+    }
+    if declared_length.is_some_and(|n| offset + n > length) {
+        return Err(ApiError::TooLarge { limit: length });
+    }
+    if upload.part_count >= MAX_PARTS {
+        return Err(ApiError::Validation(format!(
+            "the upload is already in {MAX_PARTS} pieces; send the rest in larger chunks"
+        )));
+    }
+    let token = Uuid::new_v4();
+    // A lock still set here is a stale one (else acquiring fails): its
+    // request may be alive, so this one continues in a copy.
+    let took_over = upload.lock_token.is_some();
+    acquire(state, &upload, token).await?;
+    // The writing runs on its own task: if the client goes away and the
+    // request is dropped, the bytes that arrived are still kept and the
+    // lock is still released.
+    let task_state = state.clone();
+    tokio::spawn(
+        async move { write_chunk(&task_state, upload, token, took_over, checksum, body).await },
+    )
+    .await
+    .map_err(|error| ApiError::Internal(format!("the upload task failed: {error}")))?
+}
+
+fn offset_conflict(sent: u64, current: u64) -> ApiError {
+    ApiError::Conflict(format!(
+        "Upload-Offset is {sent} but the upload is at {current}; ask with HEAD and continue from there"
+    ))
+}
+
+async fn acquire(state: &AppState, upload: &upload::Model, token: Uuid) -> Result<(), ApiError> {
+    let now = Utc::now();
+    let stale = now - chrono::Duration::seconds(LOCK_STALE_SECS);
+    let taken = upload::Entity::update_many()
+        .col_expr(upload::Column::LockToken, Expr::value(token))
+        .col_expr(upload::Column::LockedAt, Expr::value(now))
+        .filter(upload::Column::Id.eq(upload.id))
+        .filter(upload::Column::UploadOffset.eq(upload.upload_offset))
+        .filter(upload::Column::AttachmentId.is_null())
+        .filter(
+            Condition::any()
+                .add(upload::Column::LockToken.is_null())
+                .add(upload::Column::LockedAt.lt(stale)),
+        )
+        .exec(&state.db)
+        .await?;
+    if taken.rows_affected == 1 {
+        return Ok(());
+    }
+    let fresh = find(state, upload.owner_id, upload.id).await?;
+    if fresh.upload_offset != upload.upload_offset {
+        return Err(offset_conflict(
+            upload.upload_offset as u64,
+            fresh.upload_offset as u64,
+        ));
+    }
+    metrics::counter!("resumable_upload_conflicts_total").increment(1);
+    Err(ApiError::Conflict(
+        "another request is sending this upload right now; wait for it, then ask with HEAD where to continue"
+            .into(),
+    ))
+}
+
+/// Releases the lock if this request still holds it.
+async fn release(state: &AppState, id: Uuid, token: Uuid) {
+    let released = upload::Entity::update_many()
+        .col_expr(upload::Column::LockToken, Expr::value(Option::<Uuid>::None))
+        .col_expr(
+            upload::Column::LockedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(upload::Column::Id.eq(id))
+        .filter(upload::Column::LockToken.eq(token))
+        .exec(&state.db)
+        .await;
+    if let Err(error) = released {
+        tracing::warn!(%id, error = %ErrorChain(&error), "an upload lock could not be released; it lapses by itself");
+    }
+}
+
+/// Refreshes the lock; false when another request has taken it over.
+async fn heartbeat(state: &AppState, id: Uuid, token: Uuid) -> Result<bool, DbErr> {
+    let refreshed = upload::Entity::update_many()
+        .col_expr(upload::Column::LockedAt, Expr::value(Utc::now()))
+        .filter(upload::Column::Id.eq(id))
+        .filter(upload::Column::LockToken.eq(token))
+        .exec(&state.db)
+        .await?;
+    Ok(refreshed.rows_affected == 1)
+}
+
+/// How reading a chunk ended.
+enum Ending {
+    /// The body ended normally.
+    Complete,
+    /// The client went away or stalled.
+    Interrupted(String),
+    /// The bytes cannot be taken now (too many, storage failed).
+    Refused(ApiError),
+    /// The file can never be accepted (its type, its structure).
+    Unacceptable(ApiError),
+    /// Another request took the upload over.
+    LostLock,
+}
+
+async fn write_chunk(
+    state: &AppState,
+    upload: upload::Model,
+    token: Uuid,
+    took_over: bool,
+    checksum: Option<Checksum>,
+    body: impl AsyncRead + Send + Unpin,
+) -> Result<Progress, ApiError> {
+    let id = upload.id;
+    let mut pipeline = match Pipeline::resume(state, &upload, token, took_over).await {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            release(state, id, token).await;
+            return Err(error);
+        }
+    };
+    let mut writer = match state.media.append(&pipeline.staged, pipeline.stored).await {
+        Ok(writer) => writer,
+        Err(error) => {
+            release(state, id, token).await;
+            return Err(ApiError::Storage(error));
+        }
+    };
+    let (ending, received) = receive_chunk(
+        state,
+        &upload,
+        token,
+        &checksum,
+        &mut pipeline,
+        &mut *writer,
+        body,
+    )
+    .await;
+
+    let kept = match ending {
+        Ending::Complete => {
+            let matches = match (pipeline.digest.take(), &checksum) {
+                (Some(digest), Some(checksum)) => digest.matches(checksum),
+                _ => true,
+            };
+            if !matches {
+                writer.abort().await;
+                release(state, id, token).await;
+                metrics::counter!("resumable_upload_checksum_mismatches_total").increment(1);
+                return Err(ApiError::ChecksumMismatch);
+            }
+            received
+        }
+        // Without a checksum, what arrived is kept: the client resumes
+        // after it. With one, the chunk cannot be verified and goes.
+        Ending::Interrupted(_) if checksum.is_none() && received > 0 => received,
+        Ending::Interrupted(why) => {
+            writer.abort().await;
+            release(state, id, token).await;
+            return Err(ApiError::BadRequest(format!(
+                "the chunk was cut off ({why}); nothing of it was kept, ask with HEAD where to continue"
+            )));
+        }
+        Ending::Refused(error) => {
+            writer.abort().await;
+            release(state, id, token).await;
+            return Err(error);
+        }
+        Ending::Unacceptable(error) => {
+            // The file can never be accepted: nothing of it is kept.
+            writer.abort().await;
+            discard(state, id, token).await;
+            return Err(error);
+        }
+        Ending::LostLock => {
+            writer.abort().await;
+            return Err(lost_lock());
+        }
+    };
+    if kept == 0 {
+        writer.abort().await;
+        release(state, id, token).await;
+        return Ok(Progress::of(&upload));
+    }
+    let offset = upload.upload_offset as u64 + kept;
+    if offset < upload.upload_length as u64 {
+        if let Err(error) = pipeline.hold_undecided(&mut *writer).await {
+            writer.abort().await;
+            release(state, id, token).await;
+            return Err(ApiError::Storage(error));
+        }
+        if let Err(error) = writer.commit().await {
+            release(state, id, token).await;
+            return Err(ApiError::Storage(error));
+        }
+        metrics::counter!("resumable_upload_bytes_total").increment(kept);
+        record_piece(state, &upload, token, &pipeline, kept).await
+    } else {
+        let facts = match pipeline.finish(&mut *writer).await {
+            Ok(facts) => facts,
+            Err(error) if error.status().is_client_error() => {
+                writer.abort().await;
+                discard(state, id, token).await;
+                return Err(error);
+            }
+            Err(error) => {
+                writer.abort().await;
+                release(state, id, token).await;
+                return Err(error);
+            }
+        };
+        let written = match writer.commit().await {
+            Ok(sha256) => sha256,
+            Err(error) => {
+                release(state, id, token).await;
+                return Err(ApiError::Storage(error));
+            }
+        };
+        metrics::counter!("resumable_upload_bytes_total").increment(kept);
+        // Written whole in this sitting, the store's hash is the file's.
+        let sha256 = pipeline.fresh.then_some(written);
+        complete(state, &upload, token, pipeline, facts, sha256).await
+    }
+}
+
+/// Reads one PATCH body through the pipeline into the staged object.
+/// Returns how it ended and how many bytes of it were taken.
+async fn receive_chunk(
+    state: &AppState,
+    upload: &upload::Model,
+    token: Uuid,
+    checksum: &Option<Checksum>,
+    pipeline: &mut Pipeline,
+    writer: &mut dyn MediaWriter,
+    mut body: impl AsyncRead + Send + Unpin,
+) -> (Ending, u64) {
+    let room = (upload.upload_length - upload.upload_offset) as u64;
+    pipeline.digest = checksum.as_ref().map(RunningDigest::for_checksum);
+    let mut buffer = vec![0u8; CHUNK];
+    let mut received = 0u64;
+    let mut last_beat = Instant::now();
+    let ending = loop {
+        let read = match tokio::time::timeout(IDLE, body.read(&mut buffer)).await {
+            Err(_) => break Ending::Interrupted("the client sent nothing for a while".into()),
+            Ok(Err(error)) => break Ending::Interrupted(error.to_string()),
+            Ok(Ok(0)) => break Ending::Complete,
+            Ok(Ok(read)) => read,
+        };
+        if received + read as u64 > room {
+            break Ending::Refused(ApiError::TooLarge {
+                limit: upload.upload_length as u64,
+            });
+        }
+        if let Err(ending) = pipeline.push(&buffer[..read], writer).await {
+            break ending;
+        }
+        received += read as u64;
+        if last_beat.elapsed() >= HEARTBEAT {
+            match heartbeat(state, upload.id, token).await {
+                Ok(true) => last_beat = Instant::now(),
+                Ok(false) => break Ending::LostLock,
+                Err(error) => break Ending::Refused(error.into()),
+            }
+        }
+    };
+    (ending, received)
+}
+
+/// The filter's state between two PATCHes of a photo, kept beside the
+/// staged bytes (`uploads/<id>/filter-<offset>`) and written before the
+/// offset moves.
+#[derive(Deserialize)]
+struct Saved {
+    /// Bytes of the staged object the state belongs after.
+    stored: u64,
+    filter: Sanitizer,
+}
+
+#[derive(Serialize)]
+struct ToSave<'a> {
+    stored: u64,
+    filter: &'a Sanitizer,
+}
+
+fn saved_key(id: Uuid, offset: u64) -> String {
+    format!("uploads/{}/filter-{offset:012}", id.simple())
+}
+
+/// The filter's state saved at `offset`, if there is one.
+async fn load_saved(state: &AppState, id: Uuid, offset: u64) -> Result<Option<Saved>, ApiError> {
+    let mut reader = match state.media.open(&saved_key(id, offset)).await {
+        Ok((reader, _)) => reader,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(ApiError::Storage(error)),
+    };
+    let mut raw = Vec::new();
+    reader
+        .read_to_end(&mut raw)
+        .await
+        .map_err(ApiError::Storage)?;
+    serde_json::from_slice(&raw).map(Some).map_err(|error| {
+        ApiError::Internal(format!(
+            "the saved state of an upload is unreadable: {error}"
+        ))
+    })
+}
+
+/// One upload's bytes on their way to storage: the type check, the
+/// metadata filter and (for a chunk with `Upload-Checksum`) the chunk's
+/// digest, appending the filtered bytes to the staged object. Bytes are
+/// filtered as they arrive and written once; the filter's state is saved
+/// between PATCHes, so any server can continue an upload.
+struct Pipeline {
+    /// The staged object's key, `uploads/<id>/<lineage>`.
+    staged: String,
+    /// Committed bytes of the staged object.
+    stored: u64,
+    /// The first bytes, while the type is not known yet; stored as they
+    /// came until then.
+    head: Vec<u8>,
+    filter: Option<Sanitizer>,
+    media_type: Option<&'static str>,
+    max_pixels: u64,
+    /// Whether the staged object is written whole in this sitting, so the
+    /// store's hash of what it wrote is the file's; otherwise the hash is
+    /// computed from the object at the end.
+    fresh: bool,
+    digest: Option<RunningDigest>,
+    out: Vec<u8>,
+}
+
+impl Pipeline {
+    /// Where the upload stands: its staged object, the filter's saved
+    /// state, or (before the type is known) the first bytes again.
+    async fn resume(
+        state: &AppState,
+        upload: &upload::Model,
+        token: Uuid,
+        took_over: bool,
+    ) -> Result<Self, ApiError> {
+        let offset = upload.upload_offset as u64;
+        let lineage = if offset == 0 {
+            None
+        } else {
+            upload_part::Entity::find()
+                .filter(upload_part::Column::UploadId.eq(upload.id))
+                .order_by_desc(upload_part::Column::StartOffset)
+                .one(&state.db)
+                .await?
+                .map(|part| part.storage_key)
+        };
+        let fresh_key = format!("{}{}", pieces_prefix(upload.id), token.simple());
+        let mut pipeline = Pipeline {
+            staged: fresh_key.clone(),
+            stored: 0,
+            head: Vec::with_capacity(SNIFF_LEN),
+            filter: None,
+            media_type: None,
+            max_pixels: state.settings.max_image_pixels,
+            fresh: true,
+            digest: None,
+            out: Vec::with_capacity(CHUNK + 1024),
+        };
+        let Some(staged) = lineage else {
+            return Ok(pipeline);
+        };
+        if offset < SNIFF_LEN as u64 {
+            // The type was not known yet: the first bytes are read back
+            // and go through the filter again with the rest.
+            let mut head = Vec::new();
+            state
+                .media
+                .open_staged(&staged, offset)
+                .await
+                .map_err(ApiError::Storage)?
+                .read_to_end(&mut head)
+                .await
+                .map_err(ApiError::Storage)?;
+            pipeline.head = head;
+            return Ok(pipeline);
+        }
+        // A photo's filter left its state; a PDF passes as it came. The
+        // staged bytes of a photo are filtered and may not even show the
+        // type yet (a long EXIF block being dropped), so the state decides.
+        let (media_type, stored, filter) = match load_saved(state, upload.id, offset).await? {
+            Some(Saved { stored, filter }) => {
+                let media_type = match &filter {
+                    Sanitizer::Jpeg(_) => "image/jpeg",
+                    Sanitizer::Png(_) => "image/png",
+                    Sanitizer::Verbatim => "application/pdf",
+                };
+                (media_type, stored, filter)
+            }
+            None => {
+                let mut head = Vec::new();
+                state
+                    .media
+                    .open_staged(&staged, SNIFF_LEN as u64)
+                    .await
+                    .map_err(ApiError::Storage)?
+                    .read_to_end(&mut head)
+                    .await
+                    .map_err(ApiError::Storage)?;
+                let media_type = accepted_type(&head)?;
+                match Sanitizer::for_media_type(media_type, pipeline.max_pixels) {
+                    Sanitizer::Verbatim => (media_type, offset, Sanitizer::Verbatim),
+                    // Never continue a photo without its filter's state.
+                    _ => {
+                        return Err(ApiError::Internal(format!(
+                            "upload {} lost the saved state of its photo filter",
+                            upload.id
+                        )))
+                    }
+                }
+            }
+        };
+        pipeline.media_type = Some(media_type);
+        pipeline.filter = Some(filter);
+        pipeline.stored = stored;
+        pipeline.fresh = false;
+        pipeline.staged = staged;
+        if took_over {
+            // The request that held the upload before may still be
+            // writing somewhere: continue in a copy of its bytes.
+            let mut from = state
+                .media
+                .open_staged(&pipeline.staged, stored)
+                .await
+                .map_err(ApiError::Storage)?;
+            let mut copy = state
+                .media
+                .append(&fresh_key, 0)
+                .await
+                .map_err(ApiError::Storage)?;
+            let mut buffer = vec![0u8; CHUNK];
+            let copied = async {
+                loop {
+                    let read = from.read(&mut buffer).await?;
+                    if read == 0 {
+                        break;
+                    }
+                    copy.write(&buffer[..read]).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            }
+            .await;
+            if let Err(error) = copied {
+                copy.abort().await;
+                return Err(ApiError::Storage(error));
+            }
+            copy.commit().await.map_err(ApiError::Storage)?;
+            pipeline.staged = fresh_key;
+        }
+        Ok(pipeline)
+    }
+
+    /// Takes the next bytes of the file.
+    async fn push(&mut self, bytes: &[u8], writer: &mut dyn MediaWriter) -> Result<(), Ending> {
+        if let Some(digest) = self.digest.as_mut() {
+            digest.update(bytes);
+        }
+        let mut bytes = bytes;
+        if self.filter.is_none() {
+            let take = (SNIFF_LEN - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.head.len() < SNIFF_LEN {
+                return Ok(());
+            }
+            self.decide().map_err(Ending::Unacceptable)?;
+        }
+        if let Some(filter) = self.filter.as_mut() {
+            filter
+                .push(bytes, &mut self.out)
+                .map_err(|refusal| Ending::Unacceptable(super::refused(refusal)))?;
+        }
+        self.flush(writer)
+            .await
+            .map_err(|error| Ending::Refused(ApiError::Storage(error)))
+    }
+
+    /// The type is known from the first bytes: the filter starts with
+    /// them.
+    fn decide(&mut self) -> Result<(), ApiError> {
+        let media_type = accepted_type(&self.head)?;
+        let mut filter = Sanitizer::for_media_type(media_type, self.max_pixels);
+        filter
+            .push(&self.head, &mut self.out)
+            .map_err(super::refused)?;
+        self.media_type = Some(media_type);
+        self.filter = Some(filter);
+        Ok(())
+    }
+
+    async fn flush(&mut self, writer: &mut dyn MediaWriter) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            writer.write(&self.out).await?;
+            self.stored += self.out.len() as u64;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// A PATCH ends before the type is known: its first bytes are kept as
+    /// they came, to be read back by the next one.
+    async fn hold_undecided(&mut self, writer: &mut dyn MediaWriter) -> std::io::Result<()> {
+        if self.filter.is_none() {
+            self.out.extend_from_slice(&self.head);
+            self.flush(writer).await?;
+        }
+        Ok(())
+    }
+
+    /// The whole file has arrived: a file shorter than the sniffed bytes
+    /// is decided now, and the filter checks the file is complete.
+    async fn finish(
+        &mut self,
+        writer: &mut dyn MediaWriter,
+    ) -> Result<Option<PhotoFacts>, ApiError> {
+        if self.filter.is_none() {
+            self.decide()?;
+            self.flush(writer).await.map_err(ApiError::Storage)?;
+        }
+        match self.filter.as_ref() {
+            Some(filter) => filter.finish().map_err(super::refused),
+            None => Ok(None),
+        }
+    }
+
+    /// The state to save after this PATCH, for a filter that has one.
+    fn saved(&self) -> Option<Vec<u8>> {
+        match self.filter.as_ref()? {
+            Sanitizer::Verbatim => None,
+            filter => serde_json::to_vec(&ToSave {
+                stored: self.stored,
+                filter,
+            })
+            .ok(),
+        }
+    }
+}
+
+fn lost_lock() -> ApiError {
+    ApiError::Conflict(
+        "another request took this upload over; ask with HEAD where to continue".into(),
+    )
+}
+
+/// Records a PATCH that did not finish the file and moves the offset, if
+/// the lock is still ours; the filter's state is saved first.
+async fn record_piece(
+    state: &AppState,
+    upload: &upload::Model,
+    token: Uuid,
+    pipeline: &Pipeline,
+    size: u64,
+) -> Result<Progress, ApiError> {
+    let offset = upload.upload_offset as u64 + size;
+    let saved = pipeline.saved();
+    if let Some(saved) = &saved {
+        let key = saved_key(upload.id, offset);
+        let written = async {
+            let mut writer = state.media.create(&key).await?;
+            writer.write(saved).await?;
+            writer.commit().await
+        }
+        .await;
+        if let Err(error) = written {
+            release(state, upload.id, token).await;
+            return Err(ApiError::Storage(error));
+        }
+    }
+    let expires_at = Utc::now() + expiry(state);
+    let outcome = async {
+        let txn = onestop_model::begin_write(&state.db).await?;
+        upload_part::ActiveModel {
+            upload_id: Set(upload.id),
+            start_offset: Set(upload.upload_offset),
+            byte_size: Set(size as i64),
+            storage_key: Set(pipeline.staged.clone()),
+        }
+        .insert(&txn)
+        .await?;
+        let moved = advance(upload, token, offset, None, expires_at)
+            .exec(&txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            return Ok(false);
+        }
+        txn.commit().await?;
+        Ok::<_, DbErr>(true)
+    }
+    .await;
+    match outcome {
+        Ok(true) => {
+            if upload.upload_offset > 0 {
+                forget(state, &saved_key(upload.id, upload.upload_offset as u64)).await;
+            }
+            Ok(Progress {
+                offset,
+                expires_at: Some(expires_at),
+                attachment_id: None,
+            })
+        }
+        Ok(false) => Err(lost_lock()),
+        Err(error) => {
+            if saved.is_some() {
+                forget(state, &saved_key(upload.id, offset)).await;
+            }
+            release(state, upload.id, token).await;
+            Err(error.into())
+        }
+    }
+}
+
+/// The update that moves the offset and releases the lock.
+fn advance(
+    upload: &upload::Model,
+    token: Uuid,
+    offset: u64,
+    attachment_id: Option<Uuid>,
+    expires_at: DateTime<Utc>,
+) -> sea_orm::UpdateMany<upload::Entity> {
+    upload::Entity::update_many()
+        .col_expr(upload::Column::UploadOffset, Expr::value(offset as i64))
+        .col_expr(
+            upload::Column::PartCount,
+            Expr::value(upload.part_count + 1),
+        )
+        .col_expr(upload::Column::AttachmentId, Expr::value(attachment_id))
+        .col_expr(upload::Column::ExpiresAt, Expr::value(expires_at))
+        .col_expr(upload::Column::LockToken, Expr::value(Option::<Uuid>::None))
+        .col_expr(
+            upload::Column::LockedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(upload::Column::Id.eq(upload.id))
+        .filter(upload::Column::LockToken.eq(token))
+}
+
+/// SHA-256 of an object, read back (from the page cache, usually).
+async fn sha256_of(media: &Arc<dyn MediaStore>, key: &str) -> std::io::Result<String> {
+    let (mut reader, _) = media.open(key).await?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The last bytes have arrived and passed the filter: the staged object
+/// becomes the attachment's, recorded in the same transaction that moves
+/// the offset to the end.
+async fn complete(
+    state: &AppState,
+    upload: &upload::Model,
+    token: Uuid,
+    pipeline: Pipeline,
+    photo: Option<PhotoFacts>,
+    sha256: Option<String>,
+) -> Result<Progress, ApiError> {
+    let attachment_id = Uuid::new_v4();
+    let key = super::storage_key(attachment_id);
+    if let Err(error) = state
+        .media
+        .publish_staged(&pipeline.staged, pipeline.stored, &key)
+        .await
+    {
+        release(state, upload.id, token).await;
+        return Err(ApiError::Storage(error));
+    }
+    let sha256 = match sha256 {
+        Some(sha256) => Ok(sha256),
+        None => sha256_of(&state.media, &key).await,
+    };
+    let sha256 = match sha256 {
+        Ok(sha256) => sha256,
+        Err(error) => {
+            forget(state, &key).await;
+            release(state, upload.id, token).await;
+            return Err(ApiError::Storage(error));
+        }
+    };
+    let stored = Stored {
+        id: attachment_id,
+        key,
+        media_type: pipeline.media_type.unwrap_or("application/pdf"),
+        byte_size: pipeline.stored,
+        sha256,
+        photo,
+    };
+    let expires_at = Utc::now() + expiry(state);
+    let recorded = async {
+        let txn = onestop_model::begin_write(&state.db).await?;
+        record(&txn, upload.owner_id, &stored, upload.file_name.as_deref()).await?;
+        let moved = advance(
+            upload,
+            token,
+            upload.upload_length as u64,
+            Some(stored.id),
+            expires_at,
+        )
+        .exec(&txn)
+        .await?;
+        if moved.rows_affected != 1 {
+            return Ok(false);
+        }
+        upload_part::Entity::delete_many()
+            .filter(upload_part::Column::UploadId.eq(upload.id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(true)
+    }
+    .await;
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            forget(state, &stored.key).await;
+            return Err(lost_lock());
+        }
+        Err(error) => {
+            forget(state, &stored.key).await;
+            release(state, upload.id, token).await;
+            return Err(error.into());
+        }
+    }
+    if let Err(error) = state.media.delete_prefix(&pieces_prefix(upload.id)).await {
+        tracing::warn!(id = %upload.id, %error, "the staged bytes of a finished upload could not be removed");
+    }
+    metrics::counter!("attachment_bytes_removed_total")
+        .increment((upload.upload_length as u64).saturating_sub(stored.byte_size));
+    accepted(state, &stored);
+    metrics::counter!("resumable_uploads_completed_total").increment(1);
+    Ok(Progress {
+        offset: upload.upload_length as u64,
+        expires_at: None,
+        attachment_id: Some(stored.id),
+    })
+}
+
+fn pieces_prefix(id: Uuid) -> String {
+    format!("uploads/{}/", id.simple())
+}
+
+/// Deletes an upload whose lock `token` holds, with its pieces: first it
+/// is marked expired (so it is gone for clients at once and the sweep
+/// finishes the job if this is interrupted), then the pieces, then the
+/// row.
+async fn discard(state: &AppState, id: Uuid, token: Uuid) {
+    let outcome = async {
+        upload::Entity::update_many()
+            .col_expr(
+                upload::Column::ExpiresAt,
+                Expr::value(DateTime::<Utc>::UNIX_EPOCH),
+            )
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::LockToken.eq(token))
+            .exec(&state.db)
+            .await?;
+        state
+            .media
+            .delete_prefix(&pieces_prefix(id))
+            .await
+            .map_err(ApiError::Storage)?;
+        upload::Entity::delete_many()
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::LockToken.eq(token))
+            .exec(&state.db)
+            .await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(error) = outcome {
+        tracing::warn!(%id, error = %ErrorChain(&error), "an upload could not be removed now; the sweep will");
+        release(state, id, token).await;
+    }
+}
+
+/// Termination: the upload and its pieces are deleted. A finished
+/// upload's attachment stays; only the upload's record goes.
+pub async fn terminate(state: &AppState, owner_id: Uuid, id: Uuid) -> Result<(), ApiError> {
+    let upload = find(state, owner_id, id).await?;
+    let token = Uuid::new_v4();
+    let stale = Utc::now() - chrono::Duration::seconds(LOCK_STALE_SECS);
+    let taken = upload::Entity::update_many()
+        .col_expr(upload::Column::LockToken, Expr::value(token))
+        .col_expr(upload::Column::LockedAt, Expr::value(Utc::now()))
+        .filter(upload::Column::Id.eq(upload.id))
+        .filter(
+            Condition::any()
+                .add(upload::Column::LockToken.is_null())
+                .add(upload::Column::LockedAt.lt(stale)),
+        )
+        .exec(&state.db)
+        .await?;
+    if taken.rows_affected != 1 {
+        return Err(ApiError::Conflict(
+            "a request is sending this upload right now; try again when it has ended".into(),
+        ));
+    }
+    discard(state, id, token).await;
+    metrics::counter!("resumable_uploads_terminated_total").increment(1);
+    Ok(())
+}
+
+/// Deletes uploads past their expiry (abandoned ones with their pieces,
+/// finished ones' records). Returns how many went.
+pub async fn sweep_expired(state: &AppState) -> Result<usize, DbErr> {
+    let now = Utc::now();
+    let stale = now - chrono::Duration::seconds(LOCK_STALE_SECS);
+    let unlocked = || {
+        Condition::any()
+            .add(upload::Column::LockToken.is_null())
+            .add(upload::Column::LockedAt.lt(stale))
+    };
+    let expired: Vec<Uuid> = upload::Entity::find()
+        .select_only()
+        .column(upload::Column::Id)
+        .filter(upload::Column::ExpiresAt.lte(now))
+        .filter(unlocked())
+        .limit(200)
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    let mut removed = 0;
+    for id in expired {
+        let token = Uuid::new_v4();
+        let taken = upload::Entity::update_many()
+            .col_expr(upload::Column::LockToken, Expr::value(token))
+            .col_expr(upload::Column::LockedAt, Expr::value(now))
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::ExpiresAt.lte(now))
+            .filter(unlocked())
+            .exec(&state.db)
+            .await?;
+        if taken.rows_affected != 1 {
+            continue;
+        }
+        if let Err(error) = state.media.delete_prefix(&pieces_prefix(id)).await {
+            tracing::warn!(%id, %error, "the pieces of an expired upload could not be removed yet");
+            continue;
+        }
+        upload::Entity::delete_many()
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::LockToken.eq(token))
+            .exec(&state.db)
+            .await?;
+        removed += 1;
+    }
+    if removed > 0 {
+        metrics::counter!("resumable_uploads_expired_total").increment(removed as u64);
+        tracing::info!(removed, "expired uploads removed");
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_gives_the_file_name_whatever_its_bytes() {
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let raw = format!(
+            "filename {},filetype {},is_confidential",
+            b64(b"receipt.jpg"),
+            b64(b"image/jpeg")
+        );
+        assert_eq!(
+            parse_metadata(&raw).unwrap().as_deref(),
+            Some("receipt.jpg")
+        );
+        // EUC-KR bytes are not UTF-8: they become replacement characters.
+        let raw = format!("filename {}", b64(b"\xbf\xb5\xbc\xf6.jpg"));
+        let name = parse_metadata(&raw).unwrap().unwrap();
+        assert!(name.ends_with(".jpg") && name.contains('\u{FFFD}'));
+        assert_eq!(parse_metadata("").unwrap(), None);
+        assert!(parse_metadata("filename !!!notbase64").is_err());
+        assert!(parse_metadata("a YQ==,a YQ==").is_err());
+    }
+
+    #[test]
+    fn checksums_name_a_known_algorithm_and_a_digest_of_its_length() {
+        let sha1 = base64::engine::general_purpose::STANDARD.encode(Sha1::digest(b"x"));
+        assert!(matches!(
+            Checksum::parse(&format!("sha1 {sha1}")),
+            Ok(Checksum::Sha1(_))
+        ));
+        assert!(Checksum::parse(&format!("sha256 {sha1}")).is_err());
+        assert!(Checksum::parse(&format!("md5 {sha1}")).is_err());
+        assert!(Checksum::parse("sha1").is_err());
+    }
+
+    #[test]
+    fn expiry_dates_are_http_dates() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T08:05:09Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(http_date(at), "Mon, 23 Nov 2026 08:05:09 GMT");
+    }
+}
