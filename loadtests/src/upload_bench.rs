@@ -681,25 +681,33 @@ async fn main() {
          SHA-256 computed once over the stored bytes; the API also commits its database rows"
     );
     println!(
-        "throughput, {PHOTOS} photos of {:.1} MB, one client after another, best of {rounds} rounds (worst in brackets):",
+        "throughput, {PHOTOS} photos of {:.1} MB, one client after another, best of {rounds} rounds (worst in brackets), share of the best ceiling:",
         megabytes(&photos) / PHOTOS as f64
     );
-    let (best, worst) = spread(&ceilings);
+    // The headline share is the best throughput over the best ceiling:
+    // a round in which the disk stalled during the ceiling (it happens on
+    // a shared virtual disk) cannot make a way look better than it is.
+    // Each round's own share is shown beside it.
+    let (best_ceiling, worst) = spread(&ceilings);
     println!(
-        "  ceiling (SHA-256 + 256 KiB writes + fsync + rename)  {best:7.1} MB/s  ({worst:.1})"
+        "  ceiling (SHA-256 + 256 KiB writes + fsync + rename)  {best_ceiling:7.1} MB/s  ({worst:.1})"
     );
-    let (best, worst) = spread(&plain);
-    let (best_ratio, worst_ratio) = spread(&plain_ratios);
-    println!(
-        "  {:<52} {best:7.1} MB/s  ({worst:.1})  {best_ratio:5.1}% of ceiling ({worst_ratio:.1}%) (reference)",
-        "plain poem handler, raw body, same writes (no API)"
+    let share = |values: &[f64], ratios: &[f64], name: &str, goal: &str| {
+        let (best, worst) = spread(values);
+        let (high, low) = spread(ratios);
+        println!(
+            "  {name:<52} {best:7.1} MB/s  ({worst:.1})  {:5.1}% of ceiling (rounds {low:.1}-{high:.1}%) {goal}",
+            best / best_ceiling * 100.0
+        );
+    };
+    share(
+        &plain,
+        &plain_ratios,
+        "plain poem handler, raw body, same writes (no API)",
+        "(reference)",
     );
     for (i, (name, _)) in ways.iter().enumerate() {
-        let (best, worst) = spread(&measured[i]);
-        let (best_ratio, worst_ratio) = spread(&ratios[i]);
-        println!(
-            "  {name:<52} {best:7.1} MB/s  ({worst:.1})  {best_ratio:5.1}% of ceiling ({worst_ratio:.1}%) (goal >= 80%)"
-        );
+        share(&measured[i], &ratios[i], name, "(goal >= 80%)");
     }
     if !memory.is_empty() {
         println!(
