@@ -155,15 +155,17 @@ struct FileSink {
 }
 
 impl FileSink {
-    fn start(file: std::fs::File) -> Self {
+    /// Writes to `file` from its byte `from` on.
+    fn start(file: std::fs::File, from: u64) -> Self {
         let (queue, mut chunks) = tokio::sync::mpsc::channel::<Sink>(QUEUED_WRITES);
         let worker = tokio::task::spawn_blocking(move || {
             use sha2::Digest;
             use std::io::Write;
             let mut file = file;
             let mut hasher = sha2::Sha256::new();
-            let mut written = 0u64;
-            let mut flushed = 0u64;
+            // Positions in the file, for the writeback ranges.
+            let mut written = from;
+            let mut flushed = from;
             while let Some(message) = chunks.blocking_recv() {
                 match message {
                     Sink::Bytes(bytes) => {
@@ -288,7 +290,7 @@ impl MediaStore for LocalDisk {
         let partial = self.root.join(".partial").join(Uuid::new_v4().to_string());
         let file = fs::File::create(&partial).await?.into_std().await;
         Ok(Box::new(LocalWriter {
-            sink: FileSink::start(file),
+            sink: FileSink::start(file, 0),
             partial,
             target,
             finished: false,
@@ -340,7 +342,7 @@ impl MediaStore for LocalDisk {
         file.set_len(at).await?;
         file.seek(std::io::SeekFrom::Start(at)).await?;
         Ok(Box::new(LocalAppender {
-            sink: FileSink::start(file.into_std().await),
+            sink: FileSink::start(file.into_std().await, at),
             path,
             at,
             finished: false,
