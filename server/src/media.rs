@@ -155,17 +155,18 @@ struct FileSink {
 }
 
 impl FileSink {
-    /// Writes to `file` from its byte `from` on.
-    fn start(file: std::fs::File, from: u64) -> Self {
+    /// Writes to `file` from where it is positioned.
+    fn start(file: std::fs::File) -> Self {
         let (queue, mut chunks) = tokio::sync::mpsc::channel::<Sink>(QUEUED_WRITES);
         let worker = tokio::task::spawn_blocking(move || {
             use sha2::Digest;
-            use std::io::Write;
+            use std::io::{Seek, Write};
             let mut file = file;
             let mut hasher = sha2::Sha256::new();
-            // Positions in the file, for the writeback ranges.
-            let mut written = from;
-            let mut flushed = from;
+            // Positions in the file, for the writeback ranges: an appended
+            // piece starts where the staged file ended.
+            let mut written = file.stream_position()?;
+            let mut flushed = written;
             while let Some(message) = chunks.blocking_recv() {
                 match message {
                     Sink::Bytes(bytes) => {
@@ -290,7 +291,7 @@ impl MediaStore for LocalDisk {
         let partial = self.root.join(".partial").join(Uuid::new_v4().to_string());
         let file = fs::File::create(&partial).await?.into_std().await;
         Ok(Box::new(LocalWriter {
-            sink: FileSink::start(file, 0),
+            sink: FileSink::start(file),
             partial,
             target,
             finished: false,
@@ -342,7 +343,7 @@ impl MediaStore for LocalDisk {
         file.set_len(at).await?;
         file.seek(std::io::SeekFrom::Start(at)).await?;
         Ok(Box::new(LocalAppender {
-            sink: FileSink::start(file.into_std().await, at),
+            sink: FileSink::start(file.into_std().await),
             path,
             at,
             finished: false,
