@@ -13,12 +13,12 @@
 //!
 //! ```sh
 //! cargo build --release -p onestop-server -p onestop-loadtests
-//! ./target/release/upload-bench [--rounds 3] [--only tus] [--no-memory] [--pace 8]
+//! ./target/release/upload-bench [--rounds 3] [--only tus] [--together 4] [--no-memory] [--pace 8]
 //! ```
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use image::codecs::jpeg::JpegEncoder;
 use image::{ImageBuffer, Rgb};
 use onestop_server::uploads::strip::Sanitizer;
+use onestop_server::uploads::thumbnails::render;
 use reqwest::Client;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,8 @@ const LARGE_BYTES: usize = 10 * 1024 * 1024;
 const PHOTOS: usize = 30;
 const CLIENTS: usize = 20;
 const TUS_CHUNK: usize = 1024 * 1024;
+/// Phones uploading at once in the second throughput measurement.
+const TOGETHER: usize = 4;
 /// The server's local store gathers this much before each write.
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -166,6 +169,13 @@ fn photo(bytes: usize, seed: u32) -> Vec<u8> {
     }
 }
 
+/// A photo's pixel size, as `W×H`.
+fn photo_size(photo: &[u8]) -> String {
+    image::load_from_memory(photo)
+        .map(|decoded| format!("{}×{}", decoded.width(), decoded.height()))
+        .unwrap_or_else(|_| "?".into())
+}
+
 /// APP1 with a little-endian TIFF: Make, Orientation and a GPS IFD.
 fn exif_segment() -> Vec<u8> {
     let mut tiff = b"II\x2a\0\x08\0\0\0".to_vec();
@@ -203,25 +213,69 @@ fn exif_segment() -> Vec<u8> {
 
 /// Writing the same bytes to the same disk as the server's local store
 /// does, without HTTP, parsing, filtering or a database: SHA-256 over the
-/// bytes once, writes of 256 KiB, `fsync` of the file, rename into place.
-fn ceiling(dir: &Path, photos: &[Vec<u8>]) -> f64 {
+/// bytes once, writes of 256 KiB, `fsync` of the file, rename into place;
+/// `writers` threads at once, each taking the next photo.
+fn ceiling(dir: &Path, photos: &[Vec<u8>], writers: usize) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
+    let next = AtomicUsize::new(0);
     let started = Instant::now();
-    for (i, photo) in photos.iter().enumerate() {
-        let partial = dir.join(format!("{i}.partial"));
-        let mut file = std::fs::File::create(&partial).unwrap();
-        let mut hasher = Sha256::new();
-        for chunk in photo.chunks(WRITE_BUFFER) {
-            hasher.update(chunk);
-            file.write_all(chunk).unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..writers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(photo) = photos.get(i) else { break };
+                let partial = dir.join(format!("{i}.partial"));
+                let mut file = std::fs::File::create(&partial).unwrap();
+                let mut hasher = Sha256::new();
+                for chunk in photo.chunks(WRITE_BUFFER) {
+                    hasher.update(chunk);
+                    file.write_all(chunk).unwrap();
+                }
+                std::hint::black_box(hasher.finalize());
+                file.sync_all().unwrap();
+                std::fs::rename(&partial, dir.join(i.to_string())).unwrap();
+            });
         }
-        std::hint::black_box(hasher.finalize());
-        file.sync_all().unwrap();
-        std::fs::rename(&partial, dir.join(i.to_string())).unwrap();
-    }
+    });
     let elapsed = started.elapsed();
     std::fs::remove_dir_all(dir).unwrap();
     megabytes(photos) / elapsed.as_secs_f64()
+}
+
+/// Sends every photo through `send` with `clients` of them in flight at
+/// once, each client taking the next photo; returns MB/s and what each
+/// send returned.
+async fn at_once<F, Fut>(photos: &[bytes::Bytes], clients: usize, send: F) -> (f64, Vec<String>)
+where
+    F: Fn(bytes::Bytes) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let photos: Arc<Vec<bytes::Bytes>> = Arc::new(photos.to_vec());
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (next, photos, send) = (next.clone(), photos.clone(), send.clone());
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(photo) = photos.get(i) else { break };
+                    results.push(send(photo.clone()).await);
+                }
+                results
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.extend(task.await.unwrap());
+    }
+    let bytes: usize = photos.iter().map(bytes::Bytes::len).sum();
+    (
+        bytes as f64 / 1_000_000.0 / started.elapsed().as_secs_f64(),
+        results,
+    )
 }
 
 /// A plain poem handler in this process that takes a raw body and does
@@ -473,6 +527,37 @@ fn stripping_ms(photo: &[u8], rounds: usize) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
 }
 
+/// Mean time to make one photo's thumbnail (decode, shrink, encode), in
+/// milliseconds.
+fn thumbnail_ms(photo: &[u8], rounds: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(
+            render(
+                photo,
+                image::ImageFormat::Jpeg,
+                image::metadata::Orientation::NoTransforms,
+            )
+            .unwrap(),
+        );
+    }
+    started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+}
+
+/// The same thumbnail from a full-size decode, for comparison.
+fn full_decode_thumbnail_ms(photo: &[u8], rounds: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let small = image::load_from_memory(photo).unwrap().thumbnail(512, 512);
+        let mut jpeg = Vec::new();
+        JpegEncoder::new_with_quality(&mut jpeg, 80)
+            .encode_image(&small.to_rgb8())
+            .unwrap();
+        std::hint::black_box(jpeg);
+    }
+    started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -484,6 +569,16 @@ fn spread(values: &[f64]) -> (f64, f64) {
     let best = values.iter().copied().fold(f64::MIN, f64::max);
     let worst = values.iter().copied().fold(f64::MAX, f64::min);
     (best, worst)
+}
+
+/// Throughput figures of every round at one concurrency.
+struct Throughput {
+    clients: usize,
+    ceilings: Vec<f64>,
+    plain: Vec<f64>,
+    plain_ratios: Vec<f64>,
+    measured: Vec<Vec<f64>>,
+    ratios: Vec<Vec<f64>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -540,9 +635,12 @@ async fn main() {
     thumbnails_settled(&client, &url, &token, &warm).await;
 
     // Throughput: rounds of the ceiling and each way in turn, so noise
-    // from other work on the machine falls on all of them alike. Each
-    // way's thumbnails are made while it runs (the server makes them at
-    // a lower priority) and finish before the next measurement starts.
+    // from other work on the machine falls on all of them alike; first
+    // one client after another (each photo's latency counts whole), then
+    // several phones at once against as many writers at once in the
+    // ceiling. Each way's thumbnails are made while it runs (the server
+    // makes them at a lower priority) and finish before the next
+    // measurement starts.
     let ways = [
         ("one-shot POST /v1/attachments", Way::OneShot),
         ("tus, one PATCH per photo", Way::Tus(usize::MAX)),
@@ -553,38 +651,65 @@ async fn main() {
         .into_iter()
         .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)))
         .collect();
+    let together: usize = argument("--together")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(TOGETHER)
+        .max(1);
+    let concurrencies: Vec<usize> = if together == 1 {
+        vec![1]
+    } else {
+        vec![1, together]
+    };
     let plain_url = start_plain_handler(scratch.join("plain")).await;
-    let mut plain: Vec<f64> = Vec::new();
-    let mut plain_ratios: Vec<f64> = Vec::new();
-    let mut ceilings = Vec::new();
-    let mut measured: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    let mut results: Vec<Throughput> = concurrencies
+        .iter()
+        .map(|&clients| Throughput {
+            clients,
+            ceilings: Vec::new(),
+            plain: Vec::new(),
+            plain_ratios: Vec::new(),
+            measured: vec![Vec::new(); ways.len()],
+            ratios: vec![Vec::new(); ways.len()],
+        })
+        .collect();
     for _ in 0..rounds {
-        let ceiling_mb_s = ceiling(&target.media_dir.join("ceiling"), &photos);
-        ceilings.push(ceiling_mb_s);
-        let started = Instant::now();
-        for photo in &shared {
-            let response = client
-                .post(format!("{plain_url}/raw"))
-                .body(photo.clone())
-                .send()
-                .await
-                .unwrap();
-            assert!(response.status().is_success());
-        }
-        let mb_s = megabytes(&photos) / started.elapsed().as_secs_f64();
-        plain.push(mb_s);
-        plain_ratios.push(mb_s / ceiling_mb_s * 100.0);
-        for (i, (_, way)) in ways.iter().enumerate() {
-            let started = Instant::now();
-            let mut ids = Vec::new();
-            for photo in &shared {
-                ids.push(upload(&client, &url, &token, photo.clone(), *way, None).await);
+        for result in results.iter_mut() {
+            let clients = result.clients;
+            let ceiling_mb_s = ceiling(&target.media_dir.join("ceiling"), &photos, clients);
+            result.ceilings.push(ceiling_mb_s);
+            let (mb_s, _) = at_once(&shared, clients, {
+                let (client, plain_url) = (client.clone(), plain_url.clone());
+                move |photo| {
+                    let (client, plain_url) = (client.clone(), plain_url.clone());
+                    async move {
+                        let response = client
+                            .post(format!("{plain_url}/raw"))
+                            .body(photo)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert!(response.status().is_success());
+                        String::new()
+                    }
+                }
+            })
+            .await;
+            result.plain.push(mb_s);
+            result.plain_ratios.push(mb_s / ceiling_mb_s * 100.0);
+            for (i, (_, way)) in ways.iter().enumerate() {
+                let way = *way;
+                let (mb_s, ids) = at_once(&shared, clients, {
+                    let (client, url, token) = (client.clone(), url.clone(), token.clone());
+                    move |photo| {
+                        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+                        async move { upload(&client, &url, &token, photo, way, None).await }
+                    }
+                })
+                .await;
+                result.measured[i].push(mb_s);
+                result.ratios[i].push(mb_s / ceiling_mb_s * 100.0);
+                thumbnails_settled(&client, &url, &token, &ids).await;
             }
-            let mb_s = megabytes(&photos) / started.elapsed().as_secs_f64();
-            measured[i].push(mb_s);
-            ratios[i].push(mb_s / ceiling_mb_s * 100.0);
-            thumbnails_settled(&client, &url, &token, &ids).await;
         }
     }
 
@@ -660,6 +785,8 @@ async fn main() {
 
     let strip_3mb = stripping_ms(&photos[0], 50);
     let strip_10mb = stripping_ms(&large[0], 20);
+    let thumbnail_3mb = thumbnail_ms(&photos[0], 10);
+    let full_thumbnail_3mb = full_decode_thumbnail_ms(&photos[0], 10);
 
     println!();
     println!(
@@ -680,34 +807,45 @@ async fn main() {
         "durability, both sides: every file fsync'd before it counts, then renamed into place; \
          SHA-256 computed once over the stored bytes; the API also commits its database rows"
     );
-    println!(
-        "throughput, {PHOTOS} photos of {:.1} MB, one client after another, best of {rounds} rounds (worst in brackets), share of the best ceiling:",
-        megabytes(&photos) / PHOTOS as f64
-    );
-    // The headline share is the best throughput over the best ceiling:
-    // a round in which the disk stalled during the ceiling (it happens on
-    // a shared virtual disk) cannot make a way look better than it is.
-    // Each round's own share is shown beside it.
-    let (best_ceiling, worst) = spread(&ceilings);
-    println!(
-        "  ceiling (SHA-256 + 256 KiB writes + fsync + rename)  {best_ceiling:7.1} MB/s  ({worst:.1})"
-    );
-    let share = |values: &[f64], ratios: &[f64], name: &str, goal: &str| {
-        let (best, worst) = spread(values);
-        let (high, low) = spread(ratios);
+    for result in &results {
+        let heading = match result.clients {
+            1 => "one client after another".to_owned(),
+            n => format!("{n} clients at once (the ceiling: {n} writers at once)"),
+        };
         println!(
-            "  {name:<52} {best:7.1} MB/s  ({worst:.1})  {:5.1}% of ceiling (rounds {low:.1}-{high:.1}%) {goal}",
-            best / best_ceiling * 100.0
+            "throughput, {PHOTOS} photos of {:.1} MB, {heading}, best of {rounds} rounds (worst in brackets), share of the best ceiling:",
+            megabytes(&photos) / PHOTOS as f64
         );
-    };
-    share(
-        &plain,
-        &plain_ratios,
-        "plain poem handler, raw body, same writes (no API)",
-        "(reference)",
-    );
-    for (i, (name, _)) in ways.iter().enumerate() {
-        share(&measured[i], &ratios[i], name, "(goal >= 80%)");
+        // The headline share is the best throughput over the best
+        // ceiling: a round in which the disk stalled during the ceiling
+        // (it happens on a shared virtual disk) cannot make a way look
+        // better than it is. Each round's own share is shown beside it.
+        let (best_ceiling, worst) = spread(&result.ceilings);
+        println!(
+            "  ceiling (SHA-256 + 256 KiB writes + fsync + rename)  {best_ceiling:7.1} MB/s  ({worst:.1})"
+        );
+        let share = |values: &[f64], ratios: &[f64], name: &str, goal: &str| {
+            let (best, worst) = spread(values);
+            let (high, low) = spread(ratios);
+            println!(
+                "  {name:<52} {best:7.1} MB/s  ({worst:.1})  {:5.1}% of ceiling (rounds {low:.1}-{high:.1}%) {goal}",
+                best / best_ceiling * 100.0
+            );
+        };
+        share(
+            &result.plain,
+            &result.plain_ratios,
+            "plain poem handler, raw body, same writes (no API)",
+            "(reference)",
+        );
+        for (i, (name, _)) in ways.iter().enumerate() {
+            share(
+                &result.measured[i],
+                &result.ratios[i],
+                name,
+                "(goal >= 80%)",
+            );
+        }
     }
     if !memory.is_empty() {
         println!(
@@ -725,6 +863,11 @@ async fn main() {
         }
     }
     println!("metadata stripping per photo (goal < 5 ms): {strip_3mb:.2} ms for 3 MB, {strip_10mb:.2} ms for 10 MB");
+    println!(
+        "thumbnail per 3 MB photo ({} pixels), off the request path: {thumbnail_3mb:.1} ms of one core \
+         ({full_thumbnail_3mb:.1} ms from a full-size decode)",
+        photo_size(&photos[0])
+    );
     drop(target);
     if std::env::args().any(|a| a == "--keep") {
         println!(
