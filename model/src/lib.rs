@@ -5,13 +5,11 @@
 pub mod catalog;
 pub mod entities;
 pub mod events;
-mod group_commit;
 pub mod locale;
 mod transaction;
 mod vocabulary;
 
 pub use events::{EventKind, StreamEvent};
-pub use group_commit::{GroupCommit, WriteFuture};
 pub use locale::Locale;
 pub use transaction::begin_write;
 pub use vocabulary::{CaseStatus, Platform, Role, SubmissionKind};

@@ -179,7 +179,6 @@ impl Application {
             catalog,
             texts,
             outbox_wakeup: outbox_wakeup.clone(),
-            writes: onestop_model::GroupCommit::new(db.clone()),
             db: db.clone(),
             settings: settings.clone(),
         });

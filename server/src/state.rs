@@ -19,9 +19,6 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub db: DatabaseConnection,
-    /// Commits the upload path's small writes, together when they arrive
-    /// together (SQLite).
-    pub writes: onestop_model::GroupCommit,
     pub settings: Settings,
     pub tokens: TokenKeys,
     pub limits: RateLimits,

@@ -233,15 +233,13 @@ pub async fn receive(
     body: impl AsyncRead + Unpin + Send,
 ) -> Result<attachment::Model, ApiError> {
     let stored = ingest(state, body).await?;
-    let recorded = {
-        let (stored, file_name) = (stored.clone(), file_name.map(str::to_owned));
-        state
-            .writes
-            .write(move |txn| {
-                Box::pin(async move { record(txn, owner_id, &stored, file_name.as_deref()).await })
-            })
-            .await
-    };
+    let recorded = async {
+        let txn = onestop_model::begin_write(&state.db).await?;
+        let model = record(&txn, owner_id, &stored, file_name).await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(model)
+    }
+    .await;
     match recorded {
         Ok(model) => {
             accepted(state, &stored);

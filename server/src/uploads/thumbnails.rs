@@ -238,13 +238,11 @@ async fn finish(
             metrics::counter!("thumbnails_failed_total").increment(1);
         }
     }
-    let update = attachment_thumbnail::Entity::update_many()
+    attachment_thumbnail::Entity::update_many()
         .set(row)
         .filter(attachment_thumbnail::Column::AttachmentId.eq(attachment_id))
-        .filter(attachment_thumbnail::Column::State.eq(PENDING));
-    state
-        .writes
-        .write(move |txn| Box::pin(async move { update.exec(txn).await.map(|_| ()) }))
+        .filter(attachment_thumbnail::Column::State.eq(PENDING))
+        .exec(&state.db)
         .await?;
     Ok(())
 }

@@ -222,11 +222,9 @@ pub async fn create(
         attachment_id: Set(None),
         created_at: Set(now),
         expires_at: Set(now + expiry(state)),
-    };
-    let model = state
-        .writes
-        .write(move |txn| Box::pin(async move { model.insert(txn).await }))
-        .await?;
+    }
+    .insert(&state.db)
+    .await?;
     metrics::counter!("resumable_uploads_created_total").increment(1);
     Ok(model)
 }
@@ -316,7 +314,7 @@ fn offset_conflict(sent: u64, current: u64) -> ApiError {
 async fn acquire(state: &AppState, upload: &upload::Model, token: Uuid) -> Result<(), ApiError> {
     let now = Utc::now();
     let stale = now - chrono::Duration::seconds(LOCK_STALE_SECS);
-    let take = upload::Entity::update_many()
+    let taken = upload::Entity::update_many()
         .col_expr(upload::Column::LockToken, Expr::value(token))
         .col_expr(upload::Column::LockedAt, Expr::value(now))
         .filter(upload::Column::Id.eq(upload.id))
@@ -326,8 +324,10 @@ async fn acquire(state: &AppState, upload: &upload::Model, token: Uuid) -> Resul
             Condition::any()
                 .add(upload::Column::LockToken.is_null())
                 .add(upload::Column::LockedAt.lt(stale)),
-        );
-    if updated(state, take).await? == 1 {
+        )
+        .exec(&state.db)
+        .await?;
+    if taken.rows_affected == 1 {
         return Ok(());
     }
     let fresh = find(state, upload.owner_id, upload.id).await?;
@@ -344,31 +344,18 @@ async fn acquire(state: &AppState, upload: &upload::Model, token: Uuid) -> Resul
     ))
 }
 
-/// Runs one update through the group commit; tells how many rows it
-/// changed.
-async fn updated(
-    state: &AppState,
-    update: sea_orm::UpdateMany<upload::Entity>,
-) -> Result<u64, DbErr> {
-    state
-        .writes
-        .write(move |txn| {
-            Box::pin(async move { update.exec(txn).await.map(|done| done.rows_affected) })
-        })
-        .await
-}
-
 /// Releases the lock if this request still holds it.
 async fn release(state: &AppState, id: Uuid, token: Uuid) {
-    let release = upload::Entity::update_many()
+    let released = upload::Entity::update_many()
         .col_expr(upload::Column::LockToken, Expr::value(Option::<Uuid>::None))
         .col_expr(
             upload::Column::LockedAt,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
         .filter(upload::Column::Id.eq(id))
-        .filter(upload::Column::LockToken.eq(token));
-    let released = updated(state, release).await;
+        .filter(upload::Column::LockToken.eq(token))
+        .exec(&state.db)
+        .await;
     if let Err(error) = released {
         tracing::warn!(%id, error = %ErrorChain(&error), "an upload lock could not be released; it lapses by itself");
     }
@@ -376,11 +363,13 @@ async fn release(state: &AppState, id: Uuid, token: Uuid) {
 
 /// Refreshes the lock; false when another request has taken it over.
 async fn heartbeat(state: &AppState, id: Uuid, token: Uuid) -> Result<bool, DbErr> {
-    let refresh = upload::Entity::update_many()
+    let refreshed = upload::Entity::update_many()
         .col_expr(upload::Column::LockedAt, Expr::value(Utc::now()))
         .filter(upload::Column::Id.eq(id))
-        .filter(upload::Column::LockToken.eq(token));
-    Ok(updated(state, refresh).await? == 1)
+        .filter(upload::Column::LockToken.eq(token))
+        .exec(&state.db)
+        .await?;
+    Ok(refreshed.rows_affected == 1)
 }
 
 /// How reading a chunk ended.
@@ -865,27 +854,26 @@ async fn record_piece(
         }
     }
     let expires_at = Utc::now() + expiry(state);
-    // The offset moves only if the lock is still ours; the piece is
-    // recorded with it, in one transaction.
-    let moved = advance(upload, token, offset, None, expires_at);
-    let part = upload_part::ActiveModel {
-        upload_id: Set(upload.id),
-        start_offset: Set(upload.upload_offset),
-        byte_size: Set(size as i64),
-        storage_key: Set(pipeline.staged.clone()),
-    };
-    let outcome = state
-        .writes
-        .write(move |txn| {
-            Box::pin(async move {
-                if moved.exec(txn).await?.rows_affected != 1 {
-                    return Ok(false);
-                }
-                part.insert(txn).await?;
-                Ok(true)
-            })
-        })
-        .await;
+    let outcome = async {
+        let txn = onestop_model::begin_write(&state.db).await?;
+        upload_part::ActiveModel {
+            upload_id: Set(upload.id),
+            start_offset: Set(upload.upload_offset),
+            byte_size: Set(size as i64),
+            storage_key: Set(pipeline.staged.clone()),
+        }
+        .insert(&txn)
+        .await?;
+        let moved = advance(upload, token, offset, None, expires_at)
+            .exec(&txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            return Ok(false);
+        }
+        txn.commit().await?;
+        Ok::<_, DbErr>(true)
+    }
+    .await;
     match outcome {
         Ok(true) => {
             if upload.upload_offset > 0 {
@@ -990,45 +978,29 @@ async fn complete(
         photo,
     };
     let expires_at = Utc::now() + expiry(state);
-    // The attachment is recorded and the offset moves to the end in one
-    // transaction, only if the lock is still ours.
-    let moved = advance(
-        upload,
-        token,
-        upload.upload_length as u64,
-        Some(stored.id),
-        expires_at,
-    );
-    let recorded = {
-        let (stored, owner_id, file_name, id) = (
-            stored.clone(),
-            upload.owner_id,
-            upload.file_name.clone(),
-            upload.id,
-        );
-        state
-            .writes
-            .write(move |txn| {
-                Box::pin(async move {
-                    record(txn, owner_id, &stored, file_name.as_deref()).await?;
-                    if moved.exec(txn).await?.rows_affected != 1 {
-                        // Not ours any more: the attachment goes with this.
-                        return Err(DbErr::RecordNotUpdated);
-                    }
-                    upload_part::Entity::delete_many()
-                        .filter(upload_part::Column::UploadId.eq(id))
-                        .exec(txn)
-                        .await?;
-                    Ok(())
-                })
-            })
-            .await
-    };
-    let recorded = match recorded {
-        Ok(()) => Ok(true),
-        Err(DbErr::RecordNotUpdated) => Ok(false),
-        Err(error) => Err(error),
-    };
+    let recorded = async {
+        let txn = onestop_model::begin_write(&state.db).await?;
+        record(&txn, upload.owner_id, &stored, upload.file_name.as_deref()).await?;
+        let moved = advance(
+            upload,
+            token,
+            upload.upload_length as u64,
+            Some(stored.id),
+            expires_at,
+        )
+        .exec(&txn)
+        .await?;
+        if moved.rows_affected != 1 {
+            return Ok(false);
+        }
+        upload_part::Entity::delete_many()
+            .filter(upload_part::Column::UploadId.eq(upload.id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(true)
+    }
+    .await;
     match recorded {
         Ok(true) => {}
         Ok(false) => {
