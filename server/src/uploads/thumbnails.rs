@@ -308,14 +308,16 @@ fn decode_jpeg_reduced(bytes: &[u8]) -> Option<DynamicImage> {
     decoder.set_max_decoding_buffer_size(usize::try_from(DECODE_MEMORY).ok()?);
     let edge = u16::try_from(EDGE).ok()?;
     let (width, height) = decoder.scale(edge, edge).ok()?;
-    let pixels = decoder.decode().ok()?;
     let (width, height) = (u32::from(width), u32::from(height));
+    // Known once the header is read, so nothing is decoded twice.
     match decoder.info()?.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => {
-            image::RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8)
+            image::RgbImage::from_raw(width, height, decoder.decode().ok()?)
+                .map(DynamicImage::ImageRgb8)
         }
         jpeg_decoder::PixelFormat::L8 => {
-            image::GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8)
+            image::GrayImage::from_raw(width, height, decoder.decode().ok()?)
+                .map(DynamicImage::ImageLuma8)
         }
         _ => None,
     }
