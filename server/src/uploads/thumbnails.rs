@@ -77,7 +77,14 @@ impl Decoders {
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
+                            // Whatever a job does, the thread goes on.
+                            Ok(job) => {
+                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                                    .is_err()
+                                {
+                                    tracing::error!("a thumbnail decoder panicked");
+                                }
+                            }
                             Err(_) => return,
                         }
                     }
@@ -194,7 +201,17 @@ async fn make(state: &AppState, attachment_id: Uuid) -> Result<(), BoxError> {
     let rendered = state
         .thumbnails
         .decoders
-        .run(move || render(&bytes, format, orientation))
+        .run(move || {
+            // A decoder that panics on a hostile file fails this
+            // thumbnail for good, like a decoding error.
+            std::panic::catch_unwind(move || render(&bytes, format, orientation)).unwrap_or_else(
+                |_| {
+                    Err(image::ImageError::IoError(std::io::Error::other(
+                        "the decoder failed on this file",
+                    )))
+                },
+            )
+        })
         .await?;
     let outcome = match rendered {
         Ok(thumbnail) => {
@@ -301,26 +318,44 @@ pub fn render(
 /// the decoder scales the inverse DCT to 1/2, 1/4 or 1/8, the smallest
 /// that still covers [`EDGE`], so a 12-megapixel photo is never expanded
 /// to full size (a quarter of the work and a sixteenth of the memory, or
-/// less). `None` (then the full decode runs) for what it does not handle:
-/// CMYK and 16-bit JPEGs, or a file it cannot read.
+/// less). `None` (then the full decode, with its allocation limit, runs)
+/// for what it does not handle: CMYK and 16-bit JPEGs, a progressive JPEG
+/// whose coefficients (kept whole until its last scan) would pass
+/// [`DECODE_MEMORY`], or a file it cannot read.
 fn decode_jpeg_reduced(bytes: &[u8]) -> Option<DynamicImage> {
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.set_max_decoding_buffer_size(usize::try_from(DECODE_MEMORY).ok()?);
-    let edge = u16::try_from(EDGE).ok()?;
-    let (width, height) = decoder.scale(edge, edge).ok()?;
-    let (width, height) = (u32::from(width), u32::from(height));
-    // Known once the header is read, so nothing is decoded twice.
-    match decoder.info()?.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            image::RgbImage::from_raw(width, height, decoder.decode().ok()?)
-                .map(DynamicImage::ImageRgb8)
+    // The decoder has arms that panic instead of failing (its `info` on
+    // a frame it should have refused); should a hostile file reach one,
+    // the full decode runs instead.
+    std::panic::catch_unwind(|| {
+        let mut decoder = jpeg_decoder::Decoder::new(bytes);
+        decoder.set_max_decoding_buffer_size(usize::try_from(DECODE_MEMORY).ok()?);
+        decoder.read_info().ok()?;
+        let full = decoder.info()?;
+        let components: u64 = match full.pixel_format {
+            jpeg_decoder::PixelFormat::RGB24 => 3,
+            jpeg_decoder::PixelFormat::L8 => 1,
+            _ => return None,
+        };
+        if full.coding_process == jpeg_decoder::CodingProcess::DctProgressive {
+            // 64 two-byte coefficients per 8×8 block and component, with
+            // room for the blocks' padding.
+            let blocks =
+                (u64::from(full.width).div_ceil(8) + 2) * (u64::from(full.height).div_ceil(8) + 2);
+            if blocks * 64 * 2 * components > DECODE_MEMORY {
+                return None;
+            }
         }
-        jpeg_decoder::PixelFormat::L8 => {
-            image::GrayImage::from_raw(width, height, decoder.decode().ok()?)
-                .map(DynamicImage::ImageLuma8)
+        let edge = u16::try_from(EDGE).ok()?;
+        let (width, height) = decoder.scale(edge, edge).ok()?;
+        let (width, height) = (u32::from(width), u32::from(height));
+        let pixels = decoder.decode().ok()?;
+        match components {
+            3 => image::RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8),
+            _ => image::GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8),
         }
-        _ => None,
-    }
+    })
+    .ok()
+    .flatten()
 }
 
 /// Marks a photo recorded before thumbnails existed as pending, so the
@@ -389,6 +424,10 @@ mod tests {
         assert_eq!((small.width, small.height), (512, 384));
         let shown = image::load_from_memory(&small.jpeg).unwrap().to_rgb8();
         assert!(shown.get_pixel(100, 200)[0] > 170 && shown.get_pixel(400, 200)[0] < 60);
+        // A frame of two components, which no JPEG decoder here takes.
+        let two_components =
+            b"\xFF\xD8\xFF\xC0\x00\x0E\x08\x00\x10\x00\x10\x02\x01\x11\x00\x02\x11\x00\xFF\xD9";
+        assert!(render(two_components, ImageFormat::Jpeg, Orientation::NoTransforms).is_err());
         assert!(render(
             b"\xFF\xD8\xFF garbage",
             ImageFormat::Jpeg,
