@@ -24,9 +24,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use image::codecs::jpeg::JpegEncoder;
+use image::metadata::Orientation;
+use image::ImageFormat;
 use image::{ImageBuffer, Rgb};
 use onestop_server::uploads::strip::Sanitizer;
-use onestop_server::uploads::thumbnails::render;
+use onestop_server::uploads::thumbnails::{self, render};
 use reqwest::Client;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -169,10 +171,11 @@ fn photo(bytes: usize, seed: u32) -> Vec<u8> {
     }
 }
 
-/// A photo's pixel size, as `W×H`.
+/// A photo's pixel size, as `W×H`, from its header.
 fn photo_size(photo: &[u8]) -> String {
-    image::load_from_memory(photo)
-        .map(|decoded| format!("{}×{}", decoded.width(), decoded.height()))
+    image::ImageReader::with_format(std::io::Cursor::new(photo), ImageFormat::Jpeg)
+        .into_dimensions()
+        .map(|(width, height)| format!("{width}×{height}"))
         .unwrap_or_else(|_| "?".into())
 }
 
@@ -512,50 +515,48 @@ async fn thumbnails_settled(client: &Client, url: &str, token: &str, ids: &[Stri
     }
 }
 
+/// Mean time of `work` over `rounds` runs, in milliseconds.
+fn mean_ms(rounds: usize, mut work: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    for _ in 0..rounds {
+        work();
+    }
+    started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+}
+
 /// Mean time to strip one photo, in milliseconds.
 fn stripping_ms(photo: &[u8], rounds: usize) -> f64 {
     let mut out = Vec::with_capacity(70 * 1024);
-    let started = Instant::now();
-    for _ in 0..rounds {
+    mean_ms(rounds, || {
         let mut sanitizer = Sanitizer::for_media_type("image/jpeg", 100_000_000);
         for chunk in photo.chunks(64 * 1024) {
             sanitizer.push(chunk, &mut out).unwrap();
             out.clear();
         }
         std::hint::black_box(sanitizer.finish().unwrap());
-    }
-    started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+    })
 }
 
 /// Mean time to make one photo's thumbnail (decode, shrink, encode), in
 /// milliseconds.
 fn thumbnail_ms(photo: &[u8], rounds: usize) -> f64 {
-    let started = Instant::now();
-    for _ in 0..rounds {
-        std::hint::black_box(
-            render(
-                photo,
-                image::ImageFormat::Jpeg,
-                image::metadata::Orientation::NoTransforms,
-            )
-            .unwrap(),
-        );
-    }
-    started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+    mean_ms(rounds, || {
+        std::hint::black_box(render(photo, ImageFormat::Jpeg, Orientation::NoTransforms).unwrap());
+    })
 }
 
 /// The same thumbnail from a full-size decode, for comparison.
 fn full_decode_thumbnail_ms(photo: &[u8], rounds: usize) -> f64 {
-    let started = Instant::now();
-    for _ in 0..rounds {
-        let small = image::load_from_memory(photo).unwrap().thumbnail(512, 512);
+    mean_ms(rounds, || {
+        let small = image::load_from_memory(photo)
+            .unwrap()
+            .thumbnail(thumbnails::EDGE, thumbnails::EDGE);
         let mut jpeg = Vec::new();
-        JpegEncoder::new_with_quality(&mut jpeg, 80)
+        JpegEncoder::new_with_quality(&mut jpeg, thumbnails::QUALITY)
             .encode_image(&small.to_rgb8())
             .unwrap();
         std::hint::black_box(jpeg);
-    }
-    started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+    })
 }
 
 fn load_average() -> String {

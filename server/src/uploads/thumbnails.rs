@@ -37,7 +37,8 @@ pub const NONE: &str = "none";
 
 /// Longest edge of a thumbnail, in pixels.
 pub const EDGE: u32 = 512;
-const QUALITY: u8 = 80;
+/// JPEG quality of a thumbnail.
+pub const QUALITY: u8 = 80;
 /// Most memory one decode may allocate: a 12-megapixel phone photo needs
 /// about 36 MiB, the largest accepted photo more; beyond this the photo
 /// gets no thumbnail (the tablet opens the photo itself).
@@ -77,14 +78,7 @@ impl Decoders {
                             Err(_) => return,
                         };
                         match job {
-                            // Whatever a job does, the thread goes on.
-                            Ok(job) => {
-                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
-                                    .is_err()
-                                {
-                                    tracing::error!("a thumbnail decoder panicked");
-                                }
-                            }
+                            Ok(job) => job(),
                             Err(_) => return,
                         }
                     }
@@ -98,14 +92,16 @@ impl Decoders {
         }
     }
 
-    /// Runs `work` on a decoding thread and waits for its result.
+    /// Runs `work` on a decoding thread and waits for its result. A
+    /// `work` that panics gives its panic (`Ok(Err(_))`) and the thread
+    /// goes on with the next job.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, BoxError> {
+    ) -> Result<std::thread::Result<T>, BoxError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = done.send(work());
+            let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
         });
         self.jobs
             .lock()
@@ -201,18 +197,15 @@ async fn make(state: &AppState, attachment_id: Uuid) -> Result<(), BoxError> {
     let rendered = state
         .thumbnails
         .decoders
-        .run(move || {
-            // A decoder that panics on a hostile file fails this
-            // thumbnail for good, like a decoding error.
-            std::panic::catch_unwind(move || render(&bytes, format, orientation)).unwrap_or_else(
-                |_| {
-                    Err(image::ImageError::IoError(std::io::Error::other(
-                        "the decoder failed on this file",
-                    )))
-                },
-            )
-        })
-        .await?;
+        .run(move || render(&bytes, format, orientation))
+        .await?
+        // A decoder that panics on a hostile file fails this thumbnail for
+        // good, like a decoding error.
+        .unwrap_or_else(|_| {
+            Err(image::ImageError::IoError(std::io::Error::other(
+                "the decoder failed on this file",
+            )))
+        });
     let outcome = match rendered {
         Ok(thumbnail) => {
             let key = thumbnail_key(attachment_id);
