@@ -232,6 +232,7 @@ pub async fn receive(
     file_name: Option<&str>,
     body: impl AsyncRead + Unpin + Send,
 ) -> Result<attachment::Model, ApiError> {
+    let _receiving = state.thumbnails.receiving();
     let stored = ingest(state, body).await?;
     let recorded = async {
         let txn = onestop_model::begin_write(&state.db).await?;

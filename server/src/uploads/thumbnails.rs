@@ -7,8 +7,14 @@
 //! waiting for a worker is only an id. The pool's threads run at a lower
 //! scheduling priority (nice 19 on Linux), so decoding takes the cores
 //! only when requests leave them idle: uploads arriving while thumbnails
-//! are made are not slowed by them. A thumbnail not made before a restart is still
-//! `pending` in the database and is queued again at start.
+//! are made are not slowed by them. Beyond that, a thumbnail waits for a
+//! lull in uploads ([`LULL`] with none being received), for at most
+//! [`YIELD_AT_MOST`] after its photo was accepted: once started, a decode
+//! holds a core for tens of milliseconds, and a phone's upload should not
+//! wait for a tablet's preview. On a quiet server thumbnails start at
+//! once. A
+//! thumbnail not made before a restart is still `pending` in the database
+//! and is queued again at start.
 //!
 //! The thumbnail is a JPEG whose pixels are already turned by the photo's
 //! EXIF orientation and which carries no metadata at all, so it displays
@@ -44,10 +50,50 @@ pub const QUALITY: u8 = 80;
 /// gets no thumbnail (the tablet opens the photo itself).
 const DECODE_MEMORY: u64 = 192 * 1024 * 1024;
 
+/// Longest a thumbnail waits for uploads to pause before it is made
+/// anyway, so a server that always has an upload arriving still makes
+/// every thumbnail soon after its photo.
+pub const YIELD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long no upload must have been received before thumbnails start:
+/// longer than the gap between one phone's consecutive photos.
+pub const LULL: std::time::Duration = std::time::Duration::from_millis(250);
+
 #[derive(Clone)]
 pub struct Thumbnailer {
     permits: Arc<Semaphore>,
     decoders: Arc<Decoders>,
+    uploads: Arc<tokio::sync::watch::Sender<Uploads>>,
+}
+
+/// Uploads being received, and when the last one ended.
+#[derive(Clone, Copy)]
+struct Uploads {
+    receiving: usize,
+    last_ended: Option<tokio::time::Instant>,
+}
+
+impl Uploads {
+    /// When the lull begins, if no upload is being received.
+    fn quiet_from(&self) -> Option<tokio::time::Instant> {
+        match (self.receiving, self.last_ended) {
+            (0, Some(ended)) => Some(ended + LULL),
+            (0, None) => Some(tokio::time::Instant::now()),
+            _ => None,
+        }
+    }
+}
+
+/// One upload being received: thumbnails wait while any is held (see
+/// [`Thumbnailer::receiving`]).
+pub struct Receiving(Arc<tokio::sync::watch::Sender<Uploads>>);
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.send_modify(|uploads| {
+            uploads.receiving = uploads.receiving.saturating_sub(1);
+            uploads.last_ended = Some(tokio::time::Instant::now());
+        });
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -132,17 +178,50 @@ impl Thumbnailer {
         Thumbnailer {
             permits: Arc::new(Semaphore::new(workers)),
             decoders: Arc::new(Decoders::start(workers)),
+            uploads: Arc::new(tokio::sync::watch::Sender::new(Uploads {
+                receiving: 0,
+                last_ended: None,
+            })),
         }
+    }
+
+    /// Marks an upload as being received until the result is dropped.
+    pub fn receiving(&self) -> Receiving {
+        self.uploads.send_modify(|uploads| uploads.receiving += 1);
+        Receiving(self.uploads.clone())
+    }
+
+    /// Waits for a lull in uploads, or until `deadline`.
+    async fn lull(&self, deadline: tokio::time::Instant) {
+        let mut uploads = self.uploads.subscribe();
+        let lull = async {
+            loop {
+                let quiet_from = match uploads.wait_for(|u| u.receiving == 0).await {
+                    Ok(idle) => idle.quiet_from(),
+                    Err(_) => return,
+                };
+                if let Some(quiet_from) = quiet_from {
+                    tokio::time::sleep_until(quiet_from).await;
+                }
+                let now = uploads.borrow_and_update().quiet_from();
+                if now.is_some_and(|from| from <= tokio::time::Instant::now()) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, lull).await;
     }
 
     /// Queues the thumbnail of a recorded photo; returns at once.
     pub fn enqueue(&self, state: &AppState, attachment_id: Uuid) {
         let permits = self.permits.clone();
         let state = state.clone();
+        let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
         tokio::spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
+            state.thumbnails.lull(deadline).await;
             if let Err(error) = make(&state, attachment_id).await {
                 tracing::warn!(%attachment_id, error = %ErrorChain(&*error), "a thumbnail could not be made");
             }
@@ -392,6 +471,64 @@ pub async fn ensure_row(state: &AppState, photo: &attachment::Model) -> Result<S
 mod tests {
     use super::*;
     use image::{ImageBuffer, Rgb};
+
+    /// Whether [`Thumbnailer::lull`] has returned after `after`.
+    async fn lull_over(
+        lull: &mut (impl std::future::Future<Output = ()> + Unpin),
+        after: std::time::Duration,
+    ) -> bool {
+        tokio::time::timeout(after, lull).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_a_quiet_server_thumbnails_start_at_once() {
+        let pool = Thumbnailer::new(1);
+        let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
+        let mut lull = Box::pin(pool.lull(deadline));
+        assert!(lull_over(&mut lull, std::time::Duration::from_millis(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thumbnails_wait_for_a_lull_in_uploads() {
+        let pool = Thumbnailer::new(1);
+        let first = pool.receiving();
+        let second = pool.receiving();
+        let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
+        let mut lull = Box::pin(pool.lull(deadline));
+        assert!(!lull_over(&mut lull, std::time::Duration::from_secs(2)).await);
+        drop(first);
+        assert!(
+            !lull_over(&mut lull, std::time::Duration::from_secs(2)).await,
+            "one upload is still arriving"
+        );
+        drop(second);
+        // The next photo of the same phone arrives before the lull.
+        tokio::time::sleep(LULL / 2).await;
+        let next = pool.receiving();
+        assert!(!lull_over(&mut lull, LULL * 2).await);
+        drop(next);
+        assert!(
+            !lull_over(&mut lull, LULL / 2).await,
+            "too soon after the last upload"
+        );
+        assert!(lull_over(&mut lull, LULL).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_server_still_makes_thumbnails_soon() {
+        let pool = Thumbnailer::new(1);
+        let _always = pool.receiving();
+        let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
+        let mut lull = Box::pin(pool.lull(deadline));
+        assert!(
+            !lull_over(
+                &mut lull,
+                YIELD_AT_MOST - std::time::Duration::from_millis(10)
+            )
+            .await
+        );
+        assert!(lull_over(&mut lull, std::time::Duration::from_millis(20)).await);
+    }
 
     #[test]
     fn thumbnails_fit_the_edge_and_are_turned_upright() {

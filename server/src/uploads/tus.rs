@@ -298,9 +298,12 @@ pub async fn patch(
     // request is dropped, the bytes that arrived are still kept and the
     // lock is still released.
     let task_state = state.clone();
-    tokio::spawn(
-        async move { write_chunk(&task_state, upload, token, took_over, checksum, body).await },
-    )
+    let receiving = state.thumbnails.receiving();
+    tokio::spawn(async move {
+        let written = write_chunk(&task_state, upload, token, took_over, checksum, body).await;
+        drop(receiving);
+        written
+    })
     .await
     .map_err(|error| ApiError::Internal(format!("the upload task failed: {error}")))?
 }
