@@ -344,15 +344,28 @@ impl JpegFilter {
                     };
                     return Ok(input);
                 }
-                match memchr::memchr(0xFF, input) {
-                    None => {
+                // Stuffed FFs and restart markers within this piece are
+                // data too: the whole run up to a real marker is copied at
+                // once (in compressed data an FF comes every few hundred
+                // bytes).
+                let mut from = 0;
+                loop {
+                    let Some(found) = memchr::memchr(0xFF, &input[from..]) else {
                         out.extend_from_slice(input);
-                        Ok(&[])
-                    }
-                    Some(at) => {
-                        out.extend_from_slice(&input[..at]);
-                        *pending_ff = true;
-                        Ok(&input[at + 1..])
+                        return Ok(&[]);
+                    };
+                    let at = from + found;
+                    match input.get(at + 1) {
+                        Some(&next) if next == 0x00 || (0xD0..=0xD7).contains(&next) => {
+                            from = at + 2;
+                        }
+                        // A marker, or an FF whose next byte is in the next
+                        // piece.
+                        _ => {
+                            out.extend_from_slice(&input[..at]);
+                            *pending_ff = true;
+                            return Ok(&input[at + 1..]);
+                        }
                     }
                 }
             }
