@@ -9,6 +9,7 @@ mod m20261102_000002_one_stop;
 mod m20261120_000003_uploads;
 mod m20261121_000004_identity_keys;
 mod m20261122_000005_delivery;
+mod m20261123_000006_upload_filter_state;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261120_000003_uploads::Migration),
             Box::new(m20261121_000004_identity_keys::Migration),
             Box::new(m20261122_000005_delivery::Migration),
+            Box::new(m20261123_000006_upload_filter_state::Migration),
         ]
     }
 }

@@ -11,6 +11,9 @@ pub struct Model {
     pub start_offset: i64,
     pub byte_size: i64,
     pub storage_key: String,
+    /// The photo filter's state after this piece (JSON), for the next
+    /// PATCH; none for a PDF, which passes unfiltered.
+    pub filter_state: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -552,9 +552,10 @@ async fn receive_chunk(
     (ending, received)
 }
 
-/// The filter's state between two PATCHes of a photo, kept beside the
-/// staged bytes (`uploads/<id>/filter-<offset>`) and written before the
-/// offset moves.
+/// The filter's state between two PATCHes of a photo, kept in the row of
+/// the piece it follows and committed with the offset (pieces recorded by
+/// earlier versions kept it beside the staged bytes, in
+/// `uploads/<id>/filter-<offset>`).
 #[derive(Deserialize)]
 struct Saved {
     /// Bytes of the staged object the state belongs after.
@@ -572,8 +573,25 @@ fn saved_key(id: Uuid, offset: u64) -> String {
     format!("uploads/{}/filter-{offset:012}", id.simple())
 }
 
-/// The filter's state saved at `offset`, if there is one.
-async fn load_saved(state: &AppState, id: Uuid, offset: u64) -> Result<Option<Saved>, ApiError> {
+fn unreadable_state(error: serde_json::Error) -> ApiError {
+    ApiError::Internal(format!(
+        "the saved state of an upload is unreadable: {error}"
+    ))
+}
+
+/// The filter's state after the last piece, if there is one: from the
+/// piece's row, or from the file where an earlier version saved it.
+async fn load_saved(
+    state: &AppState,
+    id: Uuid,
+    offset: u64,
+    in_row: Option<&str>,
+) -> Result<Option<Saved>, ApiError> {
+    if let Some(saved) = in_row {
+        return serde_json::from_str(saved)
+            .map(Some)
+            .map_err(unreadable_state);
+    }
     let mut reader = match state.media.open(&saved_key(id, offset)).await {
         Ok((reader, _)) => reader,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -584,11 +602,9 @@ async fn load_saved(state: &AppState, id: Uuid, offset: u64) -> Result<Option<Sa
         .read_to_end(&mut raw)
         .await
         .map_err(ApiError::Storage)?;
-    serde_json::from_slice(&raw).map(Some).map_err(|error| {
-        ApiError::Internal(format!(
-            "the saved state of an upload is unreadable: {error}"
-        ))
-    })
+    serde_json::from_slice(&raw)
+        .map(Some)
+        .map_err(unreadable_state)
 }
 
 /// One upload's bytes on their way to storage: the type check, the
@@ -633,7 +649,6 @@ impl Pipeline {
                 .order_by_desc(upload_part::Column::StartOffset)
                 .one(&state.db)
                 .await?
-                .map(|part| part.storage_key)
         };
         let fresh_key = format!("{}{}", pieces_prefix(upload.id), token.simple());
         let mut pipeline = Pipeline {
@@ -647,7 +662,12 @@ impl Pipeline {
             digest: None,
             out: Vec::with_capacity(CHUNK + 1024),
         };
-        let Some(staged) = lineage else {
+        let Some(upload_part::Model {
+            storage_key: staged,
+            filter_state,
+            ..
+        }) = lineage
+        else {
             return Ok(pipeline);
         };
         if offset < SNIFF_LEN as u64 {
@@ -668,38 +688,39 @@ impl Pipeline {
         // A photo's filter left its state; a PDF passes as it came. The
         // staged bytes of a photo are filtered and may not even show the
         // type yet (a long EXIF block being dropped), so the state decides.
-        let (media_type, stored, filter) = match load_saved(state, upload.id, offset).await? {
-            Some(Saved { stored, filter }) => {
-                let media_type = match &filter {
-                    Sanitizer::Jpeg(_) => "image/jpeg",
-                    Sanitizer::Png(_) => "image/png",
-                    Sanitizer::Verbatim => "application/pdf",
-                };
-                (media_type, stored, filter)
-            }
-            None => {
-                let mut head = Vec::new();
-                state
-                    .media
-                    .open_staged(&staged, SNIFF_LEN as u64)
-                    .await
-                    .map_err(ApiError::Storage)?
-                    .read_to_end(&mut head)
-                    .await
-                    .map_err(ApiError::Storage)?;
-                let media_type = accepted_type(&head)?;
-                match Sanitizer::for_media_type(media_type, pipeline.max_pixels) {
-                    Sanitizer::Verbatim => (media_type, offset, Sanitizer::Verbatim),
-                    // Never continue a photo without its filter's state.
-                    _ => {
-                        return Err(ApiError::Internal(format!(
-                            "upload {} lost the saved state of its photo filter",
-                            upload.id
-                        )))
+        let (media_type, stored, filter) =
+            match load_saved(state, upload.id, offset, filter_state.as_deref()).await? {
+                Some(Saved { stored, filter }) => {
+                    let media_type = match &filter {
+                        Sanitizer::Jpeg(_) => "image/jpeg",
+                        Sanitizer::Png(_) => "image/png",
+                        Sanitizer::Verbatim => "application/pdf",
+                    };
+                    (media_type, stored, filter)
+                }
+                None => {
+                    let mut head = Vec::new();
+                    state
+                        .media
+                        .open_staged(&staged, SNIFF_LEN as u64)
+                        .await
+                        .map_err(ApiError::Storage)?
+                        .read_to_end(&mut head)
+                        .await
+                        .map_err(ApiError::Storage)?;
+                    let media_type = accepted_type(&head)?;
+                    match Sanitizer::for_media_type(media_type, pipeline.max_pixels) {
+                        Sanitizer::Verbatim => (media_type, offset, Sanitizer::Verbatim),
+                        // Never continue a photo without its filter's state.
+                        _ => {
+                            return Err(ApiError::Internal(format!(
+                                "upload {} lost the saved state of its photo filter",
+                                upload.id
+                            )))
+                        }
                     }
                 }
-            }
-        };
+            };
         pipeline.media_type = Some(media_type);
         pipeline.filter = Some(filter);
         pipeline.stored = stored;
@@ -814,10 +835,10 @@ impl Pipeline {
     }
 
     /// The state to save after this PATCH, for a filter that has one.
-    fn saved(&self) -> Option<Vec<u8>> {
+    fn saved(&self) -> Option<String> {
         match self.filter.as_ref()? {
             Sanitizer::Verbatim => None,
-            filter => serde_json::to_vec(&ToSave {
+            filter => serde_json::to_string(&ToSave {
                 stored: self.stored,
                 filter,
             })
@@ -833,7 +854,7 @@ fn lost_lock() -> ApiError {
 }
 
 /// Records a PATCH that did not finish the file and moves the offset, if
-/// the lock is still ours; the filter's state is saved first.
+/// the lock is still ours; the filter's state is committed with it.
 async fn record_piece(
     state: &AppState,
     upload: &upload::Model,
@@ -842,20 +863,6 @@ async fn record_piece(
     size: u64,
 ) -> Result<Progress, ApiError> {
     let offset = upload.upload_offset as u64 + size;
-    let saved = pipeline.saved();
-    if let Some(saved) = &saved {
-        let key = saved_key(upload.id, offset);
-        let written = async {
-            let mut writer = state.media.create(&key).await?;
-            writer.write(saved).await?;
-            writer.commit().await
-        }
-        .await;
-        if let Err(error) = written {
-            release(state, upload.id, token).await;
-            return Err(ApiError::Storage(error));
-        }
-    }
     let expires_at = Utc::now() + expiry(state);
     let outcome = async {
         let txn = onestop_model::begin_write(&state.db).await?;
@@ -864,6 +871,7 @@ async fn record_piece(
             start_offset: Set(upload.upload_offset),
             byte_size: Set(size as i64),
             storage_key: Set(pipeline.staged.clone()),
+            filter_state: Set(pipeline.saved()),
         }
         .insert(&txn)
         .await?;
@@ -878,21 +886,13 @@ async fn record_piece(
     }
     .await;
     match outcome {
-        Ok(true) => {
-            if upload.upload_offset > 0 {
-                forget(state, &saved_key(upload.id, upload.upload_offset as u64)).await;
-            }
-            Ok(Progress {
-                offset,
-                expires_at: Some(expires_at),
-                attachment_id: None,
-            })
-        }
+        Ok(true) => Ok(Progress {
+            offset,
+            expires_at: Some(expires_at),
+            attachment_id: None,
+        }),
         Ok(false) => Err(lost_lock()),
         Err(error) => {
-            if saved.is_some() {
-                forget(state, &saved_key(upload.id, offset)).await;
-            }
             release(state, upload.id, token).await;
             Err(error.into())
         }

@@ -377,7 +377,9 @@ async fn bad_requests_and_chunks_get_clear_problems_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(overridden.status(), StatusCode::NO_CONTENT);
-    assert_eq!(stored_files(&app, "uploads").len(), 2);
+    // One staged file; the filter's state between pieces is in the
+    // database.
+    assert_eq!(stored_files(&app, "uploads").len(), 1);
 
     // Termination deletes the upload and its pieces.
     let deleted = app
@@ -563,4 +565,52 @@ async fn an_upload_left_locked_by_a_dead_request_is_taken_over_and_completes() {
         "the same attachment a one-shot upload makes"
     );
     assert!(stored_files(&app, "uploads").is_empty());
+}
+
+#[tokio::test]
+async fn a_photo_whose_filter_state_was_saved_in_a_file_still_completes() {
+    use onestop_model::entities::upload_part;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, QueryOrder};
+
+    let app = spawn_app(Backend::Sqlite).await;
+    let mother = app.login("mother1").await;
+    let photo = phone_jpeg(&picture(300, 200), 6);
+    let one_shot = upload_one_shot(&app, &mother, "IMG_0004.jpg", photo.clone()).await;
+    let path = new_upload(&app, &mother, photo.len(), b"IMG_0004.jpg").await;
+    let half = photo.len() / 2;
+    send_patch_ok(&app, &mother, &path, 0, &photo[..half]).await;
+
+    // Earlier versions kept the state in `uploads/<id>/filter-<offset>`
+    // and nothing in the piece's row.
+    let id = upload_id(&path);
+    let piece = upload_part::Entity::find()
+        .filter(upload_part::Column::UploadId.eq(id))
+        .order_by_desc(upload_part::Column::StartOffset)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let state = piece.filter_state.clone().expect("a photo's filter state");
+    std::fs::write(
+        app.settings
+            .media_dir
+            .join(format!("uploads/{}/filter-{half:012}", id.simple())),
+        state,
+    )
+    .unwrap();
+    let mut moved: upload_part::ActiveModel = piece.into();
+    moved.filter_state = Set(None);
+    moved.update(&app.state.db).await.unwrap();
+
+    let attachment_id = send_rest(&app, &mother, &path, &photo, half, photo.len()).await;
+    let served = download(&app, &mother, &attachment_id).await;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&served)),
+        one_shot["sha256"].as_str().unwrap(),
+        "the same photo as a one-shot upload"
+    );
+    assert!(
+        stored_files(&app, "uploads").is_empty(),
+        "the old state file went with the pieces"
+    );
 }
