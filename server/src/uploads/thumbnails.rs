@@ -5,16 +5,15 @@
 //! each with the `image` crate's allocation limit, so a decompression bomb
 //! fails its own thumbnail instead of taking the server's memory. Work
 //! waiting for a worker is only an id. The pool's threads run at a lower
-//! scheduling priority (nice 19 on Linux), so decoding takes the cores
-//! only when requests leave them idle: uploads arriving while thumbnails
-//! are made are not slowed by them. Beyond that, a thumbnail waits for a
-//! lull in uploads ([`LULL`] with none being received), for at most
-//! [`YIELD_AT_MOST`] after its photo was accepted: once started, a decode
-//! holds a core for tens of milliseconds, and a phone's upload should not
-//! wait for a tablet's preview. On a quiet server thumbnails start at
-//! once. A
-//! thumbnail not made before a restart is still `pending` in the database
-//! and is queued again at start.
+//! scheduling priority (nice 19 on Linux), so requests come first for the
+//! cores. That alone is not enough: once started, a decode holds a core for
+//! tens of milliseconds, and it starts in any short gap between a phone's
+//! photos. So a thumbnail also waits for a lull in uploads ([`LULL`] with
+//! none being received), for at most [`YIELD_AT_MOST`] after its photo was
+//! accepted: a phone's upload should not wait for a tablet's preview. On a
+//! quiet server thumbnails start at once. A thumbnail not made before a
+//! restart is still `pending` in the database and is queued again at
+//! start.
 //!
 //! The thumbnail is a JPEG whose pixels are already turned by the photo's
 //! EXIF orientation and which carries no metadata at all, so it displays
