@@ -572,14 +572,13 @@ fn spread(values: &[f64]) -> (f64, f64) {
     (best, worst)
 }
 
-/// Throughput figures of every round at one concurrency.
+/// Throughput figures of every round at one concurrency, in MB/s; a
+/// round's figures are at the same index.
 struct Throughput {
     clients: usize,
     ceilings: Vec<f64>,
     plain: Vec<f64>,
-    plain_ratios: Vec<f64>,
     measured: Vec<Vec<f64>>,
-    ratios: Vec<Vec<f64>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -639,9 +638,8 @@ async fn main() {
     // from other work on the machine falls on all of them alike; first
     // one client after another (each photo's latency counts whole), then
     // several phones at once against as many writers at once in the
-    // ceiling. Each way's thumbnails are made while it runs (the server
-    // makes them at a lower priority) and finish before the next
-    // measurement starts.
+    // ceiling. The server makes each way's thumbnails once its uploads
+    // pause; they finish before the next measurement starts.
     let ways = [
         ("one-shot POST /v1/attachments", Way::OneShot),
         ("tus, one PATCH per photo", Way::Tus(usize::MAX)),
@@ -668,9 +666,7 @@ async fn main() {
             clients,
             ceilings: Vec::new(),
             plain: Vec::new(),
-            plain_ratios: Vec::new(),
             measured: vec![Vec::new(); ways.len()],
-            ratios: vec![Vec::new(); ways.len()],
         })
         .collect();
     for _ in 0..rounds {
@@ -696,7 +692,6 @@ async fn main() {
             })
             .await;
             result.plain.push(mb_s);
-            result.plain_ratios.push(mb_s / ceiling_mb_s * 100.0);
             for (i, (_, way)) in ways.iter().enumerate() {
                 let way = *way;
                 let (mb_s, ids) = at_once(&shared, clients, {
@@ -708,7 +703,6 @@ async fn main() {
                 })
                 .await;
                 result.measured[i].push(mb_s);
-                result.ratios[i].push(mb_s / ceiling_mb_s * 100.0);
                 thumbnails_settled(&client, &url, &token, &ids).await;
             }
         }
@@ -825,9 +819,14 @@ async fn main() {
         println!(
             "  ceiling (SHA-256 + 256 KiB writes + fsync + rename)  {best_ceiling:7.1} MB/s  ({worst:.1})"
         );
-        let share = |values: &[f64], ratios: &[f64], name: &str, goal: &str| {
+        let share = |values: &[f64], name: &str, goal: &str| {
             let (best, worst) = spread(values);
-            let (high, low) = spread(ratios);
+            let ratios: Vec<f64> = values
+                .iter()
+                .zip(&result.ceilings)
+                .map(|(mb_s, ceiling)| mb_s / ceiling * 100.0)
+                .collect();
+            let (high, low) = spread(&ratios);
             println!(
                 "  {name:<52} {best:7.1} MB/s  ({worst:.1})  {:5.1}% of ceiling (rounds {low:.1}-{high:.1}%) {goal}",
                 best / best_ceiling * 100.0
@@ -835,17 +834,11 @@ async fn main() {
         };
         share(
             &result.plain,
-            &result.plain_ratios,
             "plain poem handler, raw body, same writes (no API)",
             "(reference)",
         );
         for (i, (name, _)) in ways.iter().enumerate() {
-            share(
-                &result.measured[i],
-                &result.ratios[i],
-                name,
-                "(goal >= 80%)",
-            );
+            share(&result.measured[i], name, "(goal >= 80%)");
         }
     }
     if !memory.is_empty() {
