@@ -123,6 +123,36 @@ pub async fn connect_database(settings: &Settings) -> Result<DatabaseConnection,
     Ok(db)
 }
 
+/// Read-only connections SQLite readers get beside the one writer.
+const SQLITE_READERS: u32 = 4;
+
+/// The connections for reads that need no transaction of their own (the
+/// sign-in check of every request). SQLite has one connection for
+/// everything else, so such a read would queue behind a write and its
+/// commit; in WAL mode readers do not block the writer nor wait for it,
+/// so they get a pool of read-only connections of their own, opened once
+/// the writer has the database in WAL mode. PostgreSQL and an in-memory
+/// SQLite database (which another connection would not see) use `db`.
+pub async fn connect_readers(
+    settings: &Settings,
+    db: &DatabaseConnection,
+) -> Result<DatabaseConnection, StartupError> {
+    let url = &settings.database_url;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite || in_memory {
+        return Ok(db.clone());
+    }
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(SQLITE_READERS)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|options| options.read_only(true));
+    Ok(Database::connect(options).await?)
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let db = connect_database(&settings).await?;
@@ -138,6 +168,7 @@ impl Application {
             None => Catalog::embedded(),
         };
         catalog.seed(&db).await?;
+        let reads = connect_readers(&settings, &db).await?;
         let rrn_index = match &settings.rrn_index_key {
             Some(key) => RrnIndexer::from_secret(key.expose_secret()),
             None => RrnIndexer::from_key_file(&settings.key_dir.join("rrn-index.key"))
@@ -180,6 +211,7 @@ impl Application {
             texts,
             outbox_wakeup: outbox_wakeup.clone(),
             db: db.clone(),
+            reads,
             settings: settings.clone(),
         });
 

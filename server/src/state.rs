@@ -19,6 +19,10 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub db: DatabaseConnection,
+    /// For reads outside any transaction that must not wait behind
+    /// writes; the same pool as `db` except on SQLite
+    /// ([`crate::app::connect_readers`]).
+    pub reads: DatabaseConnection,
     pub settings: Settings,
     pub tokens: TokenKeys,
     pub limits: RateLimits,

@@ -142,14 +142,14 @@ impl MeApi {
         state: poem::web::Data<&AppState>,
     ) -> Result<MeResponse, MeProblems> {
         let account = user::Entity::find_by_id(auth.0.user_id)
-            .one(&state.db)
+            .one(&state.reads)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         let rrn_masked = match &account.rrn_ciphertext {
             Some(sealed) => {
                 let rrn = state
                     .vault
-                    .decrypt(&state.db, sealed, account.id.as_bytes())
+                    .decrypt(&state.reads, sealed, account.id.as_bytes())
                     .await
                     .map_err(|e| {
                         ApiError::Internal(format!("opening a stored number failed: {e}"))
@@ -161,14 +161,14 @@ impl MeApi {
         let locale = reader_locale(request, Some(&account.locale));
         let agency = match &account.agency_id {
             Some(id) => agency::Entity::find_by_id(id.clone())
-                .one(&state.db)
+                .one(&state.reads)
                 .await?
                 .map(|a| NamedRef::new(&a.id, &a.names, locale)),
             None => None,
         };
         let organisation = match &account.organisation_id {
             Some(id) => organisation::Entity::find_by_id(id.clone())
-                .one(&state.db)
+                .one(&state.reads)
                 .await?
                 .map(|o| NamedRef::new(&o.id, &o.names, locale)),
             None => None,

@@ -64,7 +64,7 @@ async fn check_bearer(request: &Request, bearer: Bearer) -> poem::Result<Princip
         .ok_or_else(|| refuse(ApiError::Unauthenticated))?;
     // Signing out and disabling an account end its tokens at once, not
     // when they expire.
-    match super::session_is_live(&state.db, principal.user_id, principal.session_id).await {
+    match super::session_is_live(&state.reads, principal.user_id, principal.session_id).await {
         Ok(true) => Ok(principal),
         Ok(false) => Err(refuse(ApiError::Unauthenticated)),
         Err(error) => Err(refuse(error)),

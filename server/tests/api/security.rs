@@ -128,7 +128,18 @@ async fn forged_and_misused_tokens_are_refused() {
 
 #[tokio::test]
 async fn signing_out_and_disabling_end_access_tokens_at_once() {
-    let app = spawn_app(Backend::Postgres).await;
+    signing_out_and_disabling_end_access_tokens_on(Backend::Postgres).await;
+}
+
+/// SQLite checks sign-ins on read-only connections of their own: what
+/// the writer commits is seen there at once.
+#[tokio::test]
+async fn signing_out_and_disabling_end_access_tokens_at_once_on_sqlite() {
+    signing_out_and_disabling_end_access_tokens_on(Backend::Sqlite).await;
+}
+
+async fn signing_out_and_disabling_end_access_tokens_on(backend: Backend) {
+    let app = spawn_app(backend).await;
     let pair = app.sign_in("mother1").await;
     let access = pair["access_token"].as_str().unwrap();
     let other_phone = app.login("mother1").await;
@@ -177,6 +188,23 @@ async fn signing_out_and_disabling_end_access_tokens_at_once() {
         status_with(&app, &other_phone).await,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// On SQLite everything that writes shares one connection. A phone
+/// opening its account screen while an upload holds that connection to
+/// commit is answered without waiting for it.
+#[tokio::test]
+async fn a_signed_in_read_does_not_wait_for_a_write_in_progress() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.login("mother1").await;
+    let write = onestop_model::begin_write(&app.state.db).await.unwrap();
+    // The request would wait for the connection until the write ends,
+    // here never; the pool gives up after 10 s.
+    let answered =
+        tokio::time::timeout(std::time::Duration::from_secs(8), status_with(&app, &token)).await;
+    assert_eq!(answered, Ok(StatusCode::OK));
+    write.rollback().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
