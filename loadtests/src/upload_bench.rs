@@ -443,6 +443,24 @@ async fn resumable(
     }
 }
 
+/// CPU time a process has used so far (all its threads, user and
+/// system), in milliseconds; clock-tick resolution.
+fn cpu_ms(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which may hold spaces:
+            // utime and stime are the 14th and 15th of the line.
+            let after_name = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    ticks as f64 * 1000.0 / rustix::param::clock_ticks_per_second() as f64
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -579,12 +597,29 @@ struct Throughput {
     ceilings: Vec<f64>,
     plain: Vec<f64>,
     measured: Vec<Vec<f64>>,
+    /// CPU milliseconds the plain handler's round took, its client
+    /// included (they share this process).
+    plain_cpu_ms: f64,
+    /// CPU milliseconds each way took in the server, and in this
+    /// process (the clients), over all rounds.
+    server_cpu_ms: Vec<f64>,
+    client_cpu_ms: Vec<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
 enum Way {
     OneShot,
     Tus(usize),
+}
+
+impl Way {
+    fn label(self) -> String {
+        match self {
+            Way::OneShot => "one-shot".into(),
+            Way::Tus(usize::MAX) => "tus one PATCH".into(),
+            Way::Tus(chunk) => format!("tus {} KiB PATCHes", chunk / 1024),
+        }
+    }
 }
 
 async fn upload(
@@ -667,6 +702,9 @@ async fn main() {
             ceilings: Vec::new(),
             plain: Vec::new(),
             measured: vec![Vec::new(); ways.len()],
+            plain_cpu_ms: 0.0,
+            server_cpu_ms: vec![0.0; ways.len()],
+            client_cpu_ms: vec![0.0; ways.len()],
         })
         .collect();
     for _ in 0..rounds {
@@ -674,6 +712,8 @@ async fn main() {
             let clients = result.clients;
             let ceiling_mb_s = ceiling(&target.media_dir.join("ceiling"), &photos, clients);
             result.ceilings.push(ceiling_mb_s);
+            let here = std::process::id();
+            let before = cpu_ms(here);
             let (mb_s, _) = at_once(&shared, clients, {
                 let (client, plain_url) = (client.clone(), plain_url.clone());
                 move |photo| {
@@ -692,8 +732,12 @@ async fn main() {
             })
             .await;
             result.plain.push(mb_s);
+            result.plain_cpu_ms += cpu_ms(here) - before;
             for (i, (_, way)) in ways.iter().enumerate() {
                 let way = *way;
+                // Read before the thumbnails start, which wait for a lull.
+                let server_pid = target.pid.unwrap_or(0);
+                let before = (cpu_ms(server_pid), cpu_ms(here));
                 let (mb_s, ids) = at_once(&shared, clients, {
                     let (client, url, token) = (client.clone(), url.clone(), token.clone());
                     move |photo| {
@@ -703,6 +747,8 @@ async fn main() {
                 })
                 .await;
                 result.measured[i].push(mb_s);
+                result.server_cpu_ms[i] += cpu_ms(server_pid) - before.0;
+                result.client_cpu_ms[i] += cpu_ms(here) - before.1;
                 thumbnails_settled(&client, &url, &token, &ids).await;
             }
         }
@@ -840,6 +886,23 @@ async fn main() {
         for (i, (name, _)) in ways.iter().enumerate() {
             share(&result.measured[i], name, "(goal >= 80%)");
         }
+        let photos_sent = (PHOTOS * rounds) as f64;
+        let cpu = |ms: f64| ms / photos_sent;
+        print!(
+            "  CPU per photo: plain handler and its client {:.1} ms",
+            cpu(result.plain_cpu_ms)
+        );
+        if target.pid.is_some() {
+            for (i, (_, way)) in ways.iter().enumerate() {
+                print!(
+                    "; {} server {:.1} ms + client {:.1} ms",
+                    way.label(),
+                    cpu(result.server_cpu_ms[i]),
+                    cpu(result.client_cpu_ms[i])
+                );
+            }
+        }
+        println!();
     }
     if !memory.is_empty() {
         println!(
