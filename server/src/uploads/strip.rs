@@ -196,6 +196,13 @@ enum Verdict {
     Collect,
 }
 
+/// Whether the byte after an FF in a scan's compressed data leaves the
+/// scan going: `00` (a stuffed FF) or a restart marker (`D0`–`D7`).
+/// Anything else is a real marker.
+fn continues_scan(byte: u8) -> bool {
+    byte == 0x00 || (0xD0..=0xD7).contains(&byte)
+}
+
 impl JpegFilter {
     pub fn new(max_pixels: u64) -> Self {
         JpegFilter {
@@ -331,7 +338,7 @@ impl JpegFilter {
             JpegState::Entropy { pending_ff } => {
                 if *pending_ff {
                     let byte = input[0];
-                    if byte == 0x00 || (0xD0..=0xD7).contains(&byte) {
+                    if continues_scan(byte) {
                         // A stuffed FF or a restart marker: still data.
                         out.extend_from_slice(&[0xFF, byte]);
                         *pending_ff = false;
@@ -356,7 +363,7 @@ impl JpegFilter {
                     };
                     let at = from + found;
                     match input.get(at + 1) {
-                        Some(&next) if next == 0x00 || (0xD0..=0xD7).contains(&next) => {
+                        Some(&next) if continues_scan(next) => {
                             from = at + 2;
                         }
                         // A marker, or an FF whose next byte is in the next
