@@ -451,7 +451,7 @@ fn cpu_ms(pid: u32) -> f64 {
         .and_then(|stat| {
             // Fields after the command name, which may hold spaces:
             // utime and stime are the 14th and 15th of the line.
-            let after_name = stat.rsplit_once(')')?.1.to_owned();
+            let after_name = stat.rsplit_once(')')?.1;
             let fields: Vec<&str> = after_name.split_whitespace().collect();
             let user: u64 = fields.get(11)?.parse().ok()?;
             let system: u64 = fields.get(12)?.parse().ok()?;
