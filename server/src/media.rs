@@ -82,17 +82,32 @@ pub trait MediaWriter: Send {
 
 /// Objects as files under one folder, written to `.partial/` first and
 /// renamed into place when complete, so a crash never leaves half a photo
-/// under a real key.
+/// under a real key. A file counts once its bytes and its name are both
+/// on the disk: after every rename or link the folder holding the new
+/// name is synced too, as is the parent of any folder made for it.
 pub struct LocalDisk {
     root: PathBuf,
 }
 
+/// Partial files older than this were left by a process that stopped
+/// half-way (no upload stays open a day); they are removed at start.
+/// Younger ones may belong to another server on the same folder.
+const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 impl LocalDisk {
     pub async fn open_dir(root: &Path) -> std::io::Result<Self> {
-        fs::create_dir_all(root.join(".partial")).await?;
-        Ok(LocalDisk {
-            root: root.to_owned(),
+        let root = root.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let partial = root.join(".partial");
+            ensure_dir(&partial)?;
+            let removed = remove_stale(&partial, STALE_PARTIAL);
+            if removed > 0 {
+                tracing::info!(removed, "partial files left by an earlier run were removed");
+            }
+            Ok(LocalDisk { root })
         })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     fn path_of(&self, key: &str) -> std::io::Result<PathBuf> {
@@ -111,6 +126,60 @@ impl LocalDisk {
         }
         Ok(self.root.join(key))
     }
+}
+
+/// Makes `dir` and any missing parent, each recorded durably in its own
+/// parent folder.
+fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        ensure_dir(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error),
+        // Made here or, a moment ago, by another writer that may not have
+        // synced the parent yet: sync it either way.
+        _ => {}
+    }
+    match parent {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Writes a folder's entries to the disk, so a name just made in it
+/// survives a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes the files in `dir` last changed more than `age` ago; tells how
+/// many went.
+fn remove_stale(dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified.elapsed().is_ok_and(|old| old > age))
+        })
+        .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+        .count()
+}
+
+/// Moves a finished partial file to its key, durably.
+fn place(partial: &Path, target: &Path) -> std::io::Result<()> {
+    let folder = target.parent().unwrap_or(Path::new("."));
+    ensure_dir(folder)?;
+    std::fs::rename(partial, target)?;
+    sync_dir(folder)
 }
 
 /// Bytes gathered before one write to the file.
@@ -331,19 +400,29 @@ impl MediaStore for LocalDisk {
 
     async fn append(&self, key: &str, at: u64) -> std::io::Result<Box<dyn MediaWriter>> {
         let path = self.path_of(key)?;
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).await?;
-        }
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .await?;
-        file.set_len(at).await?;
-        file.seek(std::io::SeekFrom::Start(at)).await?;
+        let staged = path.clone();
+        // A new staged file's name is made durable at once: the offsets
+        // its pieces commit count on it.
+        let file = tokio::task::spawn_blocking(move || {
+            let folder = staged.parent().unwrap_or(Path::new("."));
+            ensure_dir(folder)?;
+            let existed = staged.exists();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&staged)?;
+            if !existed {
+                sync_dir(folder)?;
+            }
+            file.set_len(at)?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         Ok(Box::new(LocalAppender {
-            sink: FileSink::start(file.into_std().await),
+            sink: FileSink::start(file),
             path,
             at,
             finished: false,
@@ -364,10 +443,14 @@ impl MediaStore for LocalDisk {
                 "a staged object has {size} bytes, not the {len} committed"
             )));
         }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).await?;
-        }
-        fs::hard_link(&staged, &target).await
+        tokio::task::spawn_blocking(move || {
+            let folder = target.parent().unwrap_or(Path::new("."));
+            ensure_dir(folder)?;
+            std::fs::hard_link(&staged, &target)?;
+            sync_dir(folder)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }
 
@@ -428,14 +511,9 @@ impl MediaWriter for LocalWriter {
         let (file, sha256) = self.sink.finish().await?;
         drop(file);
         let (partial, target) = (self.partial.clone(), self.target.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::rename(&partial, &target)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || place(&partial, &target))
+            .await
+            .map_err(std::io::Error::other)??;
         self.finished = true;
         Ok(sha256)
     }
@@ -521,6 +599,33 @@ mod tests {
         let mut text = String::new();
         reader.read_to_string(&mut text).await.unwrap();
         assert_eq!((text.as_str(), size), ("hello world", 11));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn partial_files_left_by_a_stopped_server_go_at_start_and_recent_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("media-{}", Uuid::new_v4()));
+        LocalDisk::open_dir(&dir).await.unwrap();
+        let partial = dir.join(".partial");
+        let left = partial.join("left-yesterday");
+        std::fs::write(&left, b"half a photo").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&left)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - STALE_PARTIAL * 2)
+            .unwrap();
+        let recent = partial.join("another-server-writing");
+        std::fs::write(&recent, b"in progress").unwrap();
+
+        let store = LocalDisk::open_dir(&dir).await.unwrap();
+        assert!(!left.exists());
+        assert!(recent.exists());
+        // Folders a key needs are made on the way, however deep.
+        let mut writer = store.create("a/b/c/d").await.unwrap();
+        writer.write(b"kept").await.unwrap();
+        writer.commit().await.unwrap();
+        assert_eq!(std::fs::read(dir.join("a/b/c/d")).unwrap(), b"kept");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
