@@ -174,11 +174,21 @@ fn remove_stale(dir: &Path, age: std::time::Duration) -> usize {
         .count()
 }
 
-/// Moves a finished partial file to its key, durably.
-fn place(partial: &Path, target: &Path) -> std::io::Result<()> {
-    let folder = target.parent().unwrap_or(Path::new("."));
+/// The folder a key's file lies in.
+fn folder_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// Gives a finished file the name `target` through `name` (a rename or a
+/// hard link), durably: the folder is made if need be, and synced once
+/// the new name is in it.
+fn name_durably(
+    target: &Path,
+    name: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let folder = folder_of(target);
     ensure_dir(folder)?;
-    std::fs::rename(partial, target)?;
+    name(target)?;
     sync_dir(folder)
 }
 
@@ -404,7 +414,7 @@ impl MediaStore for LocalDisk {
         // A new staged file's name is made durable at once: the offsets
         // its pieces commit count on it.
         let file = tokio::task::spawn_blocking(move || {
-            let folder = staged.parent().unwrap_or(Path::new("."));
+            let folder = folder_of(&staged);
             ensure_dir(folder)?;
             let existed = staged.exists();
             let mut file = std::fs::OpenOptions::new()
@@ -444,10 +454,7 @@ impl MediaStore for LocalDisk {
             )));
         }
         tokio::task::spawn_blocking(move || {
-            let folder = target.parent().unwrap_or(Path::new("."));
-            ensure_dir(folder)?;
-            std::fs::hard_link(&staged, &target)?;
-            sync_dir(folder)
+            name_durably(&target, |target| std::fs::hard_link(&staged, target))
         })
         .await
         .map_err(std::io::Error::other)?
@@ -511,9 +518,11 @@ impl MediaWriter for LocalWriter {
         let (file, sha256) = self.sink.finish().await?;
         drop(file);
         let (partial, target) = (self.partial.clone(), self.target.clone());
-        tokio::task::spawn_blocking(move || place(&partial, &target))
-            .await
-            .map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            name_durably(&target, |target| std::fs::rename(&partial, target))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         self.finished = true;
         Ok(sha256)
     }
