@@ -72,6 +72,12 @@ pub type Sha256Hex = String;
 #[async_trait]
 pub trait MediaWriter: Send {
     async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()>;
+    /// Writes bytes the caller is done with. A store that queues its
+    /// writes keeps them as they are; large ones ([`LARGE_WRITE`]) then
+    /// reach the disk without another copy.
+    async fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.write(&bytes).await
+    }
     /// Makes the object visible under its key, durably, and tells the
     /// SHA-256 of the bytes written through this writer (for `append`,
     /// only those of this sitting).
@@ -192,8 +198,10 @@ fn name_durably(
     sync_dir(folder)
 }
 
-/// Bytes gathered before one write to the file.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes gathered before one write to the file; callers that gather
+/// their own hand over batches of this size.
+pub const LARGE_WRITE: usize = 256 * 1024;
+const WRITE_BUFFER: usize = LARGE_WRITE;
 /// Writes waiting for the file thread: with [`WRITE_BUFFER`], at most
 /// 1 MiB per object in progress.
 const QUEUED_WRITES: usize = 3;
@@ -299,6 +307,15 @@ impl FileSink {
             self.send(Sink::Bytes(full)).await?;
         }
         Ok(())
+    }
+
+    /// Sends `bytes` to the file thread as they are when nothing is
+    /// gathered before them; otherwise they join what is.
+    async fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            return self.write(&bytes).await;
+        }
+        self.send(Sink::Bytes(bytes)).await
     }
 
     /// Writes what is left and makes the file durable.
@@ -494,6 +511,10 @@ impl MediaWriter for LocalAppender {
         self.sink.write(chunk).await
     }
 
+    async fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.sink.write_owned(bytes).await
+    }
+
     async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {
         let (_, sha256) = self.sink.finish().await?;
         self.finished = true;
@@ -512,6 +533,10 @@ impl MediaWriter for LocalAppender {
 impl MediaWriter for LocalWriter {
     async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         self.sink.write(chunk).await
+    }
+
+    async fn write_owned(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.sink.write_owned(bytes).await
     }
 
     async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {

@@ -19,16 +19,16 @@ use chrono::Utc;
 use onestop_model::entities::{attachment, attachment_thumbnail};
 use sea_orm::prelude::*;
 use sea_orm::ActiveValue::Set;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::media::{self, MediaWriter};
 use crate::state::AppState;
 use strip::{PhotoFacts, Refusal, Sanitizer};
 
 /// Bytes needed to tell the allowed types apart.
 pub const SNIFF_LEN: usize = 64;
-const CHUNK: usize = 64 * 1024;
 
 /// The types accepted, by what their bytes are.
 pub fn sniff(head: &[u8]) -> Option<&'static str> {
@@ -109,33 +109,33 @@ pub struct Stored {
 
 /// Streams `body` through the type check, the size limit and the
 /// metadata filter into a new object; the store hashes what it writes.
-/// On any refusal or failure nothing stays in the store.
+/// The body's chunks are filtered where they lie and the filtered bytes
+/// go to the store in large owned batches, so each byte is copied once on
+/// its way. On any refusal or failure nothing stays in the store.
 pub async fn ingest(
     state: &AppState,
-    mut body: impl AsyncRead + Unpin + Send,
+    mut body: impl AsyncBufRead + Unpin + Send,
 ) -> Result<Stored, ApiError> {
     let limit = state.settings.max_upload_bytes;
     let mut head = Vec::with_capacity(SNIFF_LEN);
-    let mut buffer = vec![0u8; CHUNK];
 
     // Read until the type can be told (or the file ends).
     while head.len() < SNIFF_LEN {
-        let read = body
-            .read(&mut buffer[..SNIFF_LEN - head.len()])
-            .await
-            .map_err(read_error)?;
-        if read == 0 {
+        let chunk = body.fill_buf().await.map_err(read_error)?;
+        if chunk.is_empty() {
             break;
         }
-        head.extend_from_slice(&buffer[..read]);
+        let take = chunk.len().min(SNIFF_LEN - head.len());
+        head.extend_from_slice(&chunk[..take]);
+        body.consume(take);
     }
     if head.is_empty() {
         return Err(ApiError::Validation("the file is empty".into()));
     }
     let media_type = accepted_type(&head)?;
     let mut sanitizer = Sanitizer::for_media_type(media_type, state.settings.max_image_pixels);
-    let mut out = Vec::with_capacity(CHUNK + 1024);
-    sanitizer.push(&head, &mut out).map_err(refused)?;
+    let mut out = Batch::new();
+    sanitizer.push(&head, out.bytes()).map_err(refused)?;
 
     let id = Uuid::new_v4();
     let key = storage_key(id);
@@ -144,21 +144,26 @@ pub async fn ingest(
     let mut stored = 0u64;
     let copied: Result<Option<PhotoFacts>, ApiError> = async {
         loop {
-            if !out.is_empty() {
-                writer.write(&out).await.map_err(ApiError::Storage)?;
-                stored += out.len() as u64;
-                out.clear();
-            }
-            let read = body.read(&mut buffer).await.map_err(read_error)?;
-            if read == 0 {
+            stored += out
+                .hand_over_if_full(&mut *writer)
+                .await
+                .map_err(ApiError::Storage)?;
+            let chunk = body.fill_buf().await.map_err(read_error)?;
+            if chunk.is_empty() {
                 break;
             }
+            let read = chunk.len();
             received += read as u64;
             if received > limit {
                 return Err(ApiError::TooLarge { limit });
             }
-            sanitizer.push(&buffer[..read], &mut out).map_err(refused)?;
+            sanitizer.push(chunk, out.bytes()).map_err(refused)?;
+            body.consume(read);
         }
+        stored += out
+            .hand_over(&mut *writer)
+            .await
+            .map_err(ApiError::Storage)?;
         sanitizer.finish().map_err(refused)
     }
     .await;
@@ -180,6 +185,59 @@ pub async fn ingest(
         photo,
     })
 }
+
+/// Filtered bytes gathered into one large write, then handed to the
+/// store whole ([`MediaWriter::write_owned`]), which keeps them instead
+/// of copying them again.
+pub struct Batch {
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch {
+            bytes: Vec::with_capacity(BATCH_CAPACITY),
+        }
+    }
+
+    /// Where the filter puts its output.
+    pub fn bytes(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Hands the bytes over once there are enough for a large write;
+    /// tells how many went.
+    pub async fn hand_over_if_full(
+        &mut self,
+        writer: &mut dyn MediaWriter,
+    ) -> std::io::Result<u64> {
+        if self.bytes.len() < media::LARGE_WRITE {
+            return Ok(0);
+        }
+        self.hand_over(writer).await
+    }
+
+    /// Hands over whatever is gathered; tells how many bytes went.
+    pub async fn hand_over(&mut self, writer: &mut dyn MediaWriter) -> std::io::Result<u64> {
+        if self.bytes.is_empty() {
+            return Ok(0);
+        }
+        let full = std::mem::replace(&mut self.bytes, Vec::with_capacity(BATCH_CAPACITY));
+        let len = full.len() as u64;
+        writer.write_owned(full).await?;
+        Ok(len)
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}
+
+/// Room for a large write and one more network chunk's output, so a
+/// batch rarely grows.
+const BATCH_CAPACITY: usize = media::LARGE_WRITE + 128 * 1024;
 
 /// Records a stored file as an attachment, with its thumbnail to make.
 pub async fn record(
@@ -230,7 +288,7 @@ pub async fn receive(
     state: &AppState,
     owner_id: Uuid,
     file_name: Option<&str>,
-    body: impl AsyncRead + Unpin + Send,
+    body: impl AsyncBufRead + Unpin + Send,
 ) -> Result<attachment::Model, ApiError> {
     let _receiving = state.thumbnails.receiving();
     let stored = ingest(state, body).await?;

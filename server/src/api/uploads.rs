@@ -319,7 +319,7 @@ impl UploadsApi {
             offset,
             checksum,
             chunk.length,
-            chunk.body.into_async_read(),
+            tokio_util::io::StreamReader::new(Box::pin(chunk.body.into_bytes_stream())),
         )
         .await?;
         let Progress {

@@ -46,10 +46,10 @@ use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use super::strip::{PhotoFacts, Sanitizer};
-use super::{accepted, accepted_type, forget, record, Stored, SNIFF_LEN};
+use super::{accepted, accepted_type, forget, record, Batch, Stored, SNIFF_LEN};
 use crate::error::{ApiError, ErrorChain};
 use crate::media::{MediaStore, MediaWriter};
 use crate::state::AppState;
@@ -268,7 +268,7 @@ pub async fn patch(
     offset: u64,
     checksum: Option<Checksum>,
     declared_length: Option<u64>,
-    body: impl AsyncRead + Send + Unpin + 'static,
+    body: impl AsyncBufRead + Send + Unpin + 'static,
 ) -> Result<Progress, ApiError> {
     let upload = find(state, owner_id, id).await?;
     let (length, current) = (upload.upload_length as u64, upload.upload_offset as u64);
@@ -395,7 +395,7 @@ async fn write_chunk(
     token: Uuid,
     took_over: bool,
     checksum: Option<Checksum>,
-    body: impl AsyncRead + Send + Unpin,
+    body: impl AsyncBufRead + Send + Unpin,
 ) -> Result<Progress, ApiError> {
     let id = upload.id;
     let mut pipeline = match Pipeline::resume(state, &upload, token, took_over).await {
@@ -509,8 +509,10 @@ async fn write_chunk(
     }
 }
 
-/// Reads one PATCH body through the pipeline into the staged object.
-/// Returns how it ended and how many bytes of it were taken.
+/// Reads one PATCH body through the pipeline into the staged object,
+/// each network chunk filtered where it lies. Returns how it ended and
+/// how many bytes of it were taken; what was taken is all handed to the
+/// writer unless the chunk was refused.
 async fn receive_chunk(
     state: &AppState,
     upload: &upload::Model,
@@ -518,28 +520,29 @@ async fn receive_chunk(
     checksum: &Option<Checksum>,
     pipeline: &mut Pipeline,
     writer: &mut dyn MediaWriter,
-    mut body: impl AsyncRead + Send + Unpin,
+    mut body: impl AsyncBufRead + Send + Unpin,
 ) -> (Ending, u64) {
     let room = (upload.upload_length - upload.upload_offset) as u64;
     pipeline.digest = checksum.as_ref().map(RunningDigest::for_checksum);
-    let mut buffer = vec![0u8; CHUNK];
     let mut received = 0u64;
     let mut last_beat = Instant::now();
     let ending = loop {
-        let read = match tokio::time::timeout(IDLE, body.read(&mut buffer)).await {
+        let chunk = match tokio::time::timeout(IDLE, body.fill_buf()).await {
             Err(_) => break Ending::Interrupted("the client sent nothing for a while".into()),
             Ok(Err(error)) => break Ending::Interrupted(error.to_string()),
-            Ok(Ok(0)) => break Ending::Complete,
-            Ok(Ok(read)) => read,
+            Ok(Ok([])) => break Ending::Complete,
+            Ok(Ok(chunk)) => chunk,
         };
+        let read = chunk.len();
         if received + read as u64 > room {
             break Ending::Refused(ApiError::TooLarge {
                 limit: upload.upload_length as u64,
             });
         }
-        if let Err(ending) = pipeline.push(&buffer[..read], writer).await {
+        if let Err(ending) = pipeline.push(chunk, writer).await {
             break ending;
         }
+        body.consume(read);
         received += read as u64;
         if last_beat.elapsed() >= HEARTBEAT {
             match heartbeat(state, upload.id, token).await {
@@ -548,6 +551,13 @@ async fn receive_chunk(
                 Err(error) => break Ending::Refused(error.into()),
             }
         }
+    };
+    let ending = match ending {
+        Ending::Complete | Ending::Interrupted(_) => match pipeline.flush(writer).await {
+            Ok(()) => ending,
+            Err(error) => Ending::Refused(ApiError::Storage(error)),
+        },
+        refused => refused,
     };
     (ending, received)
 }
@@ -628,7 +638,8 @@ struct Pipeline {
     /// computed from the object at the end.
     fresh: bool,
     digest: Option<RunningDigest>,
-    out: Vec<u8>,
+    /// Filtered bytes on their way to the staged object.
+    out: Batch,
 }
 
 impl Pipeline {
@@ -660,7 +671,7 @@ impl Pipeline {
             max_pixels: state.settings.max_image_pixels,
             fresh: true,
             digest: None,
-            out: Vec::with_capacity(CHUNK + 1024),
+            out: Batch::new(),
         };
         let Some(upload_part::Model {
             storage_key: staged,
@@ -778,12 +789,16 @@ impl Pipeline {
         }
         if let Some(filter) = self.filter.as_mut() {
             filter
-                .push(bytes, &mut self.out)
+                .push(bytes, self.out.bytes())
                 .map_err(|refusal| Ending::Unacceptable(super::refused(refusal)))?;
         }
-        self.flush(writer)
-            .await
-            .map_err(|error| Ending::Refused(ApiError::Storage(error)))
+        match self.out.hand_over_if_full(writer).await {
+            Ok(handed_over) => {
+                self.stored += handed_over;
+                Ok(())
+            }
+            Err(error) => Err(Ending::Refused(ApiError::Storage(error))),
+        }
     }
 
     /// The type is known from the first bytes: the filter starts with
@@ -792,19 +807,16 @@ impl Pipeline {
         let media_type = accepted_type(&self.head)?;
         let mut filter = Sanitizer::for_media_type(media_type, self.max_pixels);
         filter
-            .push(&self.head, &mut self.out)
+            .push(&self.head, self.out.bytes())
             .map_err(super::refused)?;
         self.media_type = Some(media_type);
         self.filter = Some(filter);
         Ok(())
     }
 
+    /// Hands every filtered byte gathered so far to the writer.
     async fn flush(&mut self, writer: &mut dyn MediaWriter) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            writer.write(&self.out).await?;
-            self.stored += self.out.len() as u64;
-            self.out.clear();
-        }
+        self.stored += self.out.hand_over(writer).await?;
         Ok(())
     }
 
@@ -812,7 +824,7 @@ impl Pipeline {
     /// they came, to be read back by the next one.
     async fn hold_undecided(&mut self, writer: &mut dyn MediaWriter) -> std::io::Result<()> {
         if self.filter.is_none() {
-            self.out.extend_from_slice(&self.head);
+            self.out.bytes().extend_from_slice(&self.head);
             self.flush(writer).await?;
         }
         Ok(())
