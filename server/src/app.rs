@@ -126,8 +126,9 @@ pub async fn connect_database(settings: &Settings) -> Result<DatabaseConnection,
 /// Read-only connections SQLite readers get beside the one writer.
 const SQLITE_READERS: u32 = 4;
 
-/// The connections for reads that need no transaction of their own (the
-/// sign-in check of every request). SQLite has one connection for
+/// The connections for reads that need no transaction of their own: the
+/// sign-in check of every request and the screens opened most (lists,
+/// a case, the catalog). SQLite has one connection for
 /// everything else, so such a read would queue behind a write and its
 /// commit; in WAL mode readers do not block the writer nor wait for it,
 /// so they get a pool of read-only connections of their own, opened once

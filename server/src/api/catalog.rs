@@ -91,7 +91,7 @@ impl CatalogApi {
         }
         let documents = &state.catalog.documents;
         let services = query
-            .all(&state.db)
+            .all(&state.reads)
             .await?
             .into_iter()
             .map(|s| ServiceView {
@@ -127,11 +127,11 @@ impl CatalogApi {
         let forms = form::Entity::find()
             .filter(form::Column::Active.eq(true))
             .order_by_asc(form::Column::Code)
-            .all(&state.db)
+            .all(&state.reads)
             .await?;
         let agencies = agency::Entity::find()
             .order_by_asc(agency::Column::Id)
-            .all(&state.db)
+            .all(&state.reads)
             .await?;
         let views = forms
             .into_iter()

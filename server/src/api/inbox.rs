@@ -95,28 +95,31 @@ impl InboxApi {
                 Order::NewestFirst,
             ));
         }
-        let rows = query.limit(size + 1).all(&state.db).await?;
+        let rows = query.limit(size + 1).all(&state.reads).await?;
         let (rows, next_cursor) = split_page(rows, size, |m| Cursor {
             created_at: m.created_at,
             id: m.id,
         });
         let account_locale = user::Entity::find_by_id(auth.0.user_id)
-            .one(&state.db)
+            .one(&state.reads)
             .await?
             .map(|u| u.locale);
-        let names =
-            Names::load(&state.db, reader_locale(request, account_locale.as_deref())).await?;
+        let names = Names::load(
+            &state.reads,
+            reader_locale(request, account_locale.as_deref()),
+        )
+        .await?;
         let document_ids: Vec<Uuid> = rows.iter().filter_map(|m| m.document_id).collect();
         let mut documents = std::collections::HashMap::new();
         for document in returned_document::Entity::find()
             .filter(returned_document::Column::Id.is_in(document_ids))
             .filter(returned_document::Column::RecipientId.eq(auth.0.user_id))
-            .all(&state.db)
+            .all(&state.reads)
             .await?
         {
             documents.insert(
                 document.id,
-                super::review::document_view(&state.db, document).await?,
+                super::review::document_view(&state.reads, document).await?,
             );
         }
         let items = rows

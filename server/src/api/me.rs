@@ -210,7 +210,7 @@ impl MeApi {
             .filter(consent::Column::UserId.eq(auth.0.user_id))
             .filter(consent::Column::RevokedAt.is_null())
             .order_by_asc(consent::Column::GrantedAt)
-            .all(&state.db)
+            .all(&state.reads)
             .await?;
         Ok(ConsentList::Ok(Json(
             given.into_iter().map(ConsentView::from).collect(),
@@ -258,12 +258,12 @@ impl MeApi {
                 Order::NewestFirst,
             ));
         }
-        let rows = query.limit(size + 1).all(&state.db).await?;
+        let rows = query.limit(size + 1).all(&state.reads).await?;
         let (rows, next_cursor) = split_page(rows, size, |r| Cursor {
             created_at: r.created_at,
             id: r.id,
         });
-        let names = crate::cases::Names::load(&state.db, reader_locale(request, None)).await?;
+        let names = crate::cases::Names::load(&state.reads, reader_locale(request, None)).await?;
         let items = rows
             .into_iter()
             .map(|r| AccessRecordView {

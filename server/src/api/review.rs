@@ -371,12 +371,12 @@ impl ReviewApi {
                 Order::OldestFirst,
             ));
         }
-        let rows = query.limit(size + 1).all(&state.db).await?;
+        let rows = query.limit(size + 1).all(&state.reads).await?;
         let (rows, next_cursor) = split_page(rows, size, |c| Cursor {
             created_at: c.created_at,
             id: c.id,
         });
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
+        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
         let items = rows
             .iter()
             .map(|c| summary(c, auth.0.user_id, &names))
@@ -393,10 +393,10 @@ impl ReviewApi {
         state: poem::web::Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<ReviewCase, ReviewReadProblems> {
-        let found = agency_case(&state.db, &auth.0, id.0).await?;
+        let found = agency_case(&state.reads, &auth.0, id.0).await?;
         record_access(&state, request, &auth.0, &found, "case.viewed", "review").await?;
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
-        Ok(detail(&state.db, found, auth.0.user_id, &names).await?)
+        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
+        Ok(detail(&state.reads, found, auth.0.user_id, &names).await?)
     }
 
     /// Claim a case so no other official works on it; it moves to review.

@@ -644,14 +644,14 @@ impl SubmissionsApi {
                 Order::NewestFirst,
             ));
         }
-        let rows = query.limit(size + 1).all(&state.db).await?;
+        let rows = query.limit(size + 1).all(&state.reads).await?;
         let (shown, next_cursor) = split_page(rows, size, |s| Cursor {
             created_at: s.created_at,
             id: s.id,
         });
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
+        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
         let page = SubmissionPage {
-            items: views(&state.db, shown, &names).await?,
+            items: views(&state.reads, shown, &names).await?,
             next_cursor,
         };
         Ok(SubmissionList::Ok(Json(page)))
@@ -670,9 +670,9 @@ impl SubmissionsApi {
         state: poem::web::Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<SubmissionFound, ReadProblems> {
-        let found = own_submission(&state.db, &auth.0, id.0).await?;
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
-        let view = views(&state.db, vec![found], &names)
+        let found = own_submission(&state.reads, &auth.0, id.0).await?;
+        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
+        let view = views(&state.reads, vec![found], &names)
             .await?
             .pop()
             .ok_or(ApiError::NotFound("submission"))?;

@@ -207,6 +207,50 @@ async fn a_signed_in_read_does_not_wait_for_a_write_in_progress() {
     app.stop().await;
 }
 
+/// The screens people open most (a mother's submissions and inbox, the
+/// catalog, an official's queue and a case) are read beside the writer
+/// too: a busy upload hour does not freeze the tablets.
+#[tokio::test]
+async fn the_screens_opened_most_do_not_wait_for_a_write_in_progress() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mother = app.login("mother1").await;
+    let official = app.login("official.municipality").await;
+    let submission = app.apply(&mother, &["childcare_allowance"], None).await;
+    let submission_id = submission["id"].as_str().unwrap().to_owned();
+    let case_id = submission["cases"][0]["id"].as_str().unwrap().to_owned();
+    let screens = [
+        (&mother, "/v1/submissions".to_owned()),
+        (&mother, format!("/v1/submissions/{submission_id}")),
+        (&mother, "/v1/inbox".to_owned()),
+        (&mother, "/v1/me/consents".to_owned()),
+        (&mother, "/v1/me/access-log".to_owned()),
+        (&mother, "/v1/catalog/services".to_owned()),
+        (&mother, "/v1/catalog/forms".to_owned()),
+        (&official, "/v1/review/cases".to_owned()),
+    ];
+    let write = onestop_model::begin_write(&app.state.db).await.unwrap();
+    for (token, path) in &screens {
+        let answered =
+            tokio::time::timeout(std::time::Duration::from_secs(8), app.get(path, token)).await;
+        let status = answered.map(|response| response.status());
+        assert_eq!(status, Ok(StatusCode::OK), "{path}");
+    }
+    write.rollback().await.unwrap();
+    // Opening a case is recorded in the mother's access log, a write; her
+    // log, read beside the writer, shows it at once.
+    let (case, _) = app.review_case(&official, &case_id).await;
+    assert_eq!(case["case"]["id"], case_id.as_str());
+    let log: Value = app
+        .get("/v1/me/access-log", &mother)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["items"][0]["action"], "case.viewed");
+    assert_eq!(log["items"][0]["object_id"], case_id.as_str());
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn guessing_one_account_from_many_addresses_is_slowed_but_never_fails() {
     let app = spawn_app_with(
