@@ -144,10 +144,6 @@ pub async fn ingest(
     let mut stored = 0u64;
     let copied: Result<Option<PhotoFacts>, ApiError> = async {
         loop {
-            stored += out
-                .hand_over_if_full(&mut *writer)
-                .await
-                .map_err(ApiError::Storage)?;
             let chunk = body.fill_buf().await.map_err(read_error)?;
             if chunk.is_empty() {
                 break;
@@ -157,7 +153,13 @@ pub async fn ingest(
             if received > limit {
                 return Err(ApiError::TooLarge { limit });
             }
-            sanitizer.push(chunk, out.bytes()).map_err(refused)?;
+            for piece in chunk.chunks(FILTER_PIECE) {
+                stored += out
+                    .hand_over_if_full(&mut *writer)
+                    .await
+                    .map_err(ApiError::Storage)?;
+                sanitizer.push(piece, out.bytes()).map_err(refused)?;
+            }
             body.consume(read);
         }
         stored += out
@@ -235,9 +237,13 @@ impl Default for Batch {
     }
 }
 
-/// Room for a large write and one more network chunk's output, so a
-/// batch rarely grows.
-const BATCH_CAPACITY: usize = media::LARGE_WRITE + 128 * 1024;
+/// The most the filter is given at once: a batch short of a large write
+/// takes one more piece's output without growing, so a large network
+/// chunk never makes a batch (and the memory it holds) larger.
+pub const FILTER_PIECE: usize = 64 * 1024;
+/// Room for a large write, one more piece, and a segment the filter
+/// rewrites (an orientation-only EXIF block).
+const BATCH_CAPACITY: usize = media::LARGE_WRITE + FILTER_PIECE + 1024;
 
 /// Records a stored file as an attachment, with its thumbnail to make.
 pub async fn record(

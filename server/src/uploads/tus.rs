@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use super::strip::{PhotoFacts, Sanitizer};
-use super::{accepted, accepted_type, forget, record, Batch, Stored, SNIFF_LEN};
+use super::{accepted, accepted_type, forget, record, Batch, Stored, FILTER_PIECE, SNIFF_LEN};
 use crate::error::{ApiError, ErrorChain};
 use crate::media::{MediaStore, MediaWriter};
 use crate::state::AppState;
@@ -787,18 +787,20 @@ impl Pipeline {
             }
             self.decide().map_err(Ending::Unacceptable)?;
         }
-        if let Some(filter) = self.filter.as_mut() {
+        let Some(filter) = self.filter.as_mut() else {
+            return Ok(());
+        };
+        for piece in bytes.chunks(FILTER_PIECE) {
+            self.stored += self
+                .out
+                .hand_over_if_full(writer)
+                .await
+                .map_err(|error| Ending::Refused(ApiError::Storage(error)))?;
             filter
-                .push(bytes, self.out.bytes())
+                .push(piece, self.out.bytes())
                 .map_err(|refusal| Ending::Unacceptable(super::refused(refusal)))?;
         }
-        match self.out.hand_over_if_full(writer).await {
-            Ok(handed_over) => {
-                self.stored += handed_over;
-                Ok(())
-            }
-            Err(error) => Err(Ending::Refused(ApiError::Storage(error))),
-        }
+        Ok(())
     }
 
     /// The type is known from the first bytes: the filter starts with
