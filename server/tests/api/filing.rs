@@ -232,11 +232,6 @@ async fn lists_page_with_cursors() {
 
     let too_many = app.get("/v1/inbox?limit=100000", &mother).await;
     problem(too_many, StatusCode::BAD_REQUEST).await;
-    let inbox: Value = app
-        .get("/v1/inbox?limit=100", &mother)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let inbox = app.get_json("/v1/inbox?limit=100", &mother).await;
     assert_eq!(inbox["items"].as_array().unwrap().len(), 5);
 }

@@ -180,6 +180,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The JSON body of a GET, whatever its status.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        self.get(path, token).await.json().await.unwrap()
+    }
+
     pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Response {
         self.request(Method::POST, path, Some(token))
             .json(body)

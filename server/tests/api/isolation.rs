@@ -50,12 +50,7 @@ async fn officials_and_applicants_see_only_their_own(app: TestApp) {
         )
         .await;
     problem(withdraw, StatusCode::NOT_FOUND).await;
-    let listed: Value = app
-        .get("/v1/submissions", &mother2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = app.get_json("/v1/submissions", &mother2).await;
     assert!(listed["items"].as_array().unwrap().is_empty());
 
     // The electricity corporation cannot see or decide a municipality case,
@@ -75,12 +70,7 @@ async fn officials_and_applicants_see_only_their_own(app: TestApp) {
         StatusCode::NOT_FOUND,
     )
     .await;
-    let kepco_queue: Value = app
-        .get("/v1/review/cases", &kepco)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let kepco_queue = app.get_json("/v1/review/cases", &kepco).await;
     let queue = kepco_queue["items"].as_array().unwrap();
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0]["service"], "electricity_bill_cut");

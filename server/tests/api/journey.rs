@@ -85,12 +85,7 @@ async fn the_journey(app: TestApp) {
     // Both officials decide, each in their own queue.
     let municipality = app.login("official.municipality").await;
     let kepco = app.login("official.kepco").await;
-    let queue: Value = app
-        .get("/v1/review/cases", &municipality)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let queue = app.get_json("/v1/review/cases", &municipality).await;
     assert_eq!(queue["items"].as_array().unwrap().len(), 2);
     for (token, case, outcome, reason) in [
         (&municipality, &childcare, "approved", ""),
@@ -191,12 +186,9 @@ async fn the_journey(app: TestApp) {
         .as_str()
         .unwrap()
         .contains("outside the subsidy period"));
-    let mine: Value = app
-        .get(&format!("/v1/submissions/{submission_id}"), &mother)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let mine = app
+        .get_json(&format!("/v1/submissions/{submission_id}"), &mother)
+        .await;
     let status_of = |case: &str| {
         mine["cases"]
             .as_array()

@@ -113,12 +113,7 @@ async fn eligibility_comes_from_shared_facts(app: TestApp) {
     assert_eq!(agencies, ["kdhc", "kepco", "kogas", "muni-gangnam"]);
 
     // Each lookup is in her access log, with its purpose.
-    let log: Value = app
-        .get("/v1/me/access-log", &mother1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let log = app.get_json("/v1/me/access-log", &mother1).await;
     let lookups: Vec<&Value> = log["items"]
         .as_array()
         .unwrap()
@@ -245,12 +240,9 @@ async fn the_supplement_loop_and_documents_sent_back(app: TestApp) {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["submitted", "claimed", "decided", "supplemented"]);
-    let queue: Value = app
-        .get("/v1/review/cases?status=submitted", &official)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let queue = app
+        .get_json("/v1/review/cases?status=submitted", &official)
+        .await;
     assert!(queue["items"]
         .as_array()
         .unwrap()
@@ -455,12 +447,7 @@ async fn every_official_access_is_in_her_log_and_tampering_shows(app: TestApp) {
         StatusCode::OK
     );
 
-    let log: Value = app
-        .get("/v1/me/access-log", &mother)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let log = app.get_json("/v1/me/access-log", &mother).await;
     let items = log["items"].as_array().unwrap();
     let viewed = items
         .iter()
@@ -487,12 +474,7 @@ async fn every_official_access_is_in_her_log_and_tampering_shows(app: TestApp) {
     assert_eq!(decided["actor_role"], "official");
     // Nobody else's log holds her case.
     let mother2 = app.login("mother2").await;
-    let other: Value = app
-        .get("/v1/me/access-log", &mother2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let other = app.get_json("/v1/me/access-log", &mother2).await;
     assert!(other["items"].as_array().unwrap().is_empty());
 
     // The chain holds; an altered record is detected.

@@ -240,12 +240,7 @@ async fn the_screens_opened_most_do_not_wait_for_a_write_in_progress() {
     // log, read beside the writer, shows it at once.
     let (case, _) = app.review_case(&official, &case_id).await;
     assert_eq!(case["case"]["id"], case_id.as_str());
-    let log: Value = app
-        .get("/v1/me/access-log", &mother)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let log = app.get_json("/v1/me/access-log", &mother).await;
     assert_eq!(log["items"][0]["action"], "case.viewed");
     assert_eq!(log["items"][0]["object_id"], case_id.as_str());
     app.stop().await;
@@ -688,12 +683,7 @@ async fn fields_a_client_must_not_set_are_ignored() {
     let created: Value = response.json().await.unwrap();
     assert_eq!(created["cases"][0]["status"], "submitted");
     assert_eq!(created["cases"][0]["agency"]["id"], "muni-gangnam");
-    let mine: Value = app
-        .get("/v1/submissions", &mother)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let mine = app.get_json("/v1/submissions", &mother).await;
     assert_eq!(mine["items"].as_array().unwrap().len(), 1);
 }
 
