@@ -202,8 +202,8 @@ fn name_durably(
 /// their own hand over batches of this size.
 pub const LARGE_WRITE: usize = 256 * 1024;
 const WRITE_BUFFER: usize = LARGE_WRITE;
-/// Writes waiting for the file thread: with [`WRITE_BUFFER`], at most
-/// 1 MiB per object in progress.
+/// Writes waiting for the file thread: with writes of about
+/// [`WRITE_BUFFER`], about 1 MiB per object in progress.
 const QUEUED_WRITES: usize = 3;
 /// The file thread hands every so many bytes to the disk while more
 /// arrive, so committing waits only for the last of them.

@@ -110,8 +110,9 @@ pub struct Stored {
 /// Streams `body` through the type check, the size limit and the
 /// metadata filter into a new object; the store hashes what it writes.
 /// The body's chunks are filtered where they lie and the filtered bytes
-/// go to the store in large owned batches, so each byte is copied once on
-/// its way. On any refusal or failure nothing stays in the store.
+/// go to the store in large owned batches: after the multipart parser,
+/// the filter's output is the only copy a byte makes before the file.
+/// On any refusal or failure nothing stays in the store.
 pub async fn ingest(
     state: &AppState,
     mut body: impl AsyncBufRead + Unpin + Send,
