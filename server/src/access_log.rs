@@ -7,7 +7,7 @@
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use onestop_model::entities::access_record;
 use sea_orm::prelude::*;
-use sea_orm::{ActiveValue::Set, QueryOrder, SqlErr};
+use sea_orm::{ActiveValue::Set, DatabaseBackend, DatabaseTransaction, QueryOrder, SqlErr};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
@@ -99,8 +99,27 @@ fn hash_of(record: &access_record::Model) -> String {
     )
 }
 
-/// Appends a record to the subject's chain. Two appends racing for the same
-/// place: the loser takes the next one.
+/// Holds one person's chain for the rest of a transaction, so records
+/// made for that person at the same moment line up instead of all taking
+/// the same place. SQLite's write lock, taken when the transaction begins,
+/// already holds every chain; PostgreSQL takes a transaction-scoped
+/// advisory lock on the person. Two people whose ids fold to the same key
+/// merely wait for each other.
+async fn hold_chain(txn: &DatabaseTransaction, subject: Uuid) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let (high, low) = subject.as_u64_pair();
+    let key = (high ^ low) as i64;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
+        .await?;
+    Ok(())
+}
+
+/// Appends a record to the subject's chain: the last record is read and
+/// the next one written in one transaction that holds the chain
+/// ([`hold_chain`]). Should a place be taken all the same (a writer that
+/// does not hold the chain), the record takes the next one.
 pub async fn record(
     db: &DatabaseConnection,
     access: Access<'_>,
@@ -108,10 +127,12 @@ pub async fn record(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        let txn = onestop_model::begin_write(db).await?;
+        hold_chain(&txn, access.subject).await?;
         let last = access_record::Entity::find()
             .filter(access_record::Column::SubjectUserId.eq(access.subject))
             .order_by_desc(access_record::Column::Seq)
-            .one(db)
+            .one(&txn)
             .await?;
         let (seq, prev_hash) = match &last {
             Some(last) => (last.seq + 1, last.hash.clone()),
@@ -153,10 +174,11 @@ pub async fn record(
             prev_hash: Set(row.prev_hash.clone()),
             hash: Set(row.hash.clone()),
         }
-        .insert(db)
+        .insert(&txn)
         .await;
         match inserted {
             Ok(_) => {
+                txn.commit().await?;
                 metrics::counter!("access_records_total", "action" => access.action.to_owned())
                     .increment(1);
                 return Ok(row);

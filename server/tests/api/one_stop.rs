@@ -511,6 +511,46 @@ async fn every_official_access_is_in_her_log_and_tampering_shows(app: TestApp) {
     assert_eq!(report.breaks[0].reason, "this record was altered");
 }
 
+/// Officials opening a mother's case at the same moment each get the case,
+/// and each view lands in her access log, in one unbroken chain.
+async fn many_views_at_once_are_each_recorded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mother = app.login("mother1").await;
+    let official = app.login("official.municipality").await;
+    let submission = app.apply(&mother, &["childcare_allowance"], None).await;
+    let case_id = submission["cases"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/review/cases/{case_id}");
+    let views = futures_util::future::join_all((0..40).map(|_| app.get(&path, &official))).await;
+    let statuses: Vec<StatusCode> = views.iter().map(|r| r.status()).collect();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let log = app.get_json("/v1/me/access-log?limit=100", &mother).await;
+    let viewed = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "case.viewed")
+        .count();
+    assert_eq!(viewed, 40);
+    let db = sea_orm::Database::connect(&app.settings.database_url)
+        .await
+        .unwrap();
+    let report = onestop_server::access_log::verify(&db, None).await.unwrap();
+    assert!(report.breaks.is_empty(), "{:?}", report.breaks);
+}
+
+#[tokio::test]
+async fn many_views_at_once_are_each_recorded_on_sqlite() {
+    many_views_at_once_are_each_recorded(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn many_views_at_once_are_each_recorded_on_postgres() {
+    many_views_at_once_are_each_recorded(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn access_log_on_postgres() {
     every_official_access_is_in_her_log_and_tampering_shows(spawn_app(Backend::Postgres).await)
