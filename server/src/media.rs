@@ -201,9 +201,8 @@ fn name_durably(
 /// Bytes gathered before one write to the file; callers that gather
 /// their own hand over batches of this size.
 pub const LARGE_WRITE: usize = 256 * 1024;
-const WRITE_BUFFER: usize = LARGE_WRITE;
 /// Writes waiting for the file thread: with writes of about
-/// [`WRITE_BUFFER`], about 1 MiB per object in progress.
+/// [`LARGE_WRITE`], about 1 MiB per object in progress.
 const QUEUED_WRITES: usize = 3;
 /// The file thread hands every so many bytes to the disk while more
 /// arrive, so committing waits only for the last of them.
@@ -274,7 +273,7 @@ impl FileSink {
             Err(std::io::Error::other("the write was abandoned"))
         });
         FileSink {
-            pending: Vec::with_capacity(WRITE_BUFFER),
+            pending: Vec::with_capacity(LARGE_WRITE),
             queue: Some(queue),
             worker: Some(worker),
         }
@@ -302,8 +301,8 @@ impl FileSink {
 
     async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         self.pending.extend_from_slice(chunk);
-        if self.pending.len() >= WRITE_BUFFER {
-            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(WRITE_BUFFER));
+        if self.pending.len() >= LARGE_WRITE {
+            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(LARGE_WRITE));
             self.send(Sink::Bytes(full)).await?;
         }
         Ok(())

@@ -154,13 +154,13 @@ pub async fn ingest(
             if received > limit {
                 return Err(ApiError::TooLarge { limit });
             }
-            for piece in chunk.chunks(FILTER_PIECE) {
-                stored += out
-                    .hand_over_if_full(&mut *writer)
-                    .await
-                    .map_err(ApiError::Storage)?;
-                sanitizer.push(piece, out.bytes()).map_err(refused)?;
-            }
+            stored += out
+                .filter(&mut sanitizer, chunk, &mut *writer)
+                .await
+                .map_err(|stop| match stop {
+                    Stop::Refused(refusal) => refused(refusal),
+                    Stop::Storage(error) => ApiError::Storage(error),
+                })?;
             body.consume(read);
         }
         stored += out
@@ -208,16 +208,25 @@ impl Batch {
         &mut self.bytes
     }
 
-    /// Hands the bytes over once there are enough for a large write;
-    /// tells how many went.
-    pub async fn hand_over_if_full(
+    /// Runs `bytes` through `sanitizer` into the batch, at most
+    /// [`FILTER_PIECE`] at a time, handing the batch over whenever it
+    /// holds enough for a large write; tells how many bytes went.
+    pub async fn filter(
         &mut self,
+        sanitizer: &mut Sanitizer,
+        bytes: &[u8],
         writer: &mut dyn MediaWriter,
-    ) -> std::io::Result<u64> {
-        if self.bytes.len() < media::LARGE_WRITE {
-            return Ok(0);
+    ) -> Result<u64, Stop> {
+        let mut handed_over = 0;
+        for piece in bytes.chunks(FILTER_PIECE) {
+            if self.bytes.len() >= media::LARGE_WRITE {
+                handed_over += self.hand_over(writer).await.map_err(Stop::Storage)?;
+            }
+            sanitizer
+                .push(piece, &mut self.bytes)
+                .map_err(Stop::Refused)?;
         }
-        self.hand_over(writer).await
+        Ok(handed_over)
     }
 
     /// Hands over whatever is gathered; tells how many bytes went.
@@ -238,10 +247,18 @@ impl Default for Batch {
     }
 }
 
+/// Why filtering into a batch stopped.
+pub enum Stop {
+    /// The file is not an acceptable one.
+    Refused(Refusal),
+    /// The store could not take the bytes.
+    Storage(std::io::Error),
+}
+
 /// The most the filter is given at once: a batch short of a large write
 /// takes one more piece's output without growing, so a large network
 /// chunk never makes a batch (and the memory it holds) larger.
-pub const FILTER_PIECE: usize = 64 * 1024;
+const FILTER_PIECE: usize = 64 * 1024;
 /// Room for a large write, one more piece, and a segment the filter
 /// rewrites (an orientation-only EXIF block).
 const BATCH_CAPACITY: usize = media::LARGE_WRITE + FILTER_PIECE + 1024;

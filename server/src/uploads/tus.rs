@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use super::strip::{PhotoFacts, Sanitizer};
-use super::{accepted, accepted_type, forget, record, Batch, Stored, FILTER_PIECE, SNIFF_LEN};
+use super::{accepted, accepted_type, forget, record, Batch, Stop, Stored, SNIFF_LEN};
 use crate::error::{ApiError, ErrorChain};
 use crate::media::{MediaStore, MediaWriter};
 use crate::state::AppState;
@@ -790,16 +790,14 @@ impl Pipeline {
         let Some(filter) = self.filter.as_mut() else {
             return Ok(());
         };
-        for piece in bytes.chunks(FILTER_PIECE) {
-            self.stored += self
-                .out
-                .hand_over_if_full(writer)
-                .await
-                .map_err(|error| Ending::Refused(ApiError::Storage(error)))?;
-            filter
-                .push(piece, self.out.bytes())
-                .map_err(|refusal| Ending::Unacceptable(super::refused(refusal)))?;
-        }
+        self.stored += self
+            .out
+            .filter(filter, bytes, writer)
+            .await
+            .map_err(|stop| match stop {
+                Stop::Refused(refusal) => Ending::Unacceptable(super::refused(refusal)),
+                Stop::Storage(error) => Ending::Refused(ApiError::Storage(error)),
+            })?;
         Ok(())
     }
 
