@@ -44,6 +44,8 @@ const TOGETHER: usize = 4;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Writes the server's file thread lets wait behind the one in progress.
 const QUEUED_WRITES: usize = 3;
+/// The server's file thread starts writeback every so many bytes.
+const WRITEBACK_EVERY: usize = 512 * 1024;
 
 struct Target {
     url: String,
@@ -221,9 +223,9 @@ fn exif_segment() -> Vec<u8> {
 /// bytes once, writes of 256 KiB, `fsync` of the file, rename into place,
 /// `fsync` of the folder (so the name, too, is on the disk); `writers`
 /// threads at once, each taking the next photo. Each photo is hashed on
-/// one thread while another writes it, a few writes behind, as the server
-/// does; hashing and writing in turn on one thread would be slower than
-/// the server, and so no ceiling.
+/// one thread while another writes it, a few writes behind, starting
+/// writeback as it goes, all as the server does; without these the
+/// "ceiling" would be slower than the server, and so no ceiling.
 fn ceiling(dir: &Path, photos: &[Vec<u8>], writers: usize) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let next = AtomicUsize::new(0);
@@ -239,8 +241,19 @@ fn ceiling(dir: &Path, photos: &[Vec<u8>], writers: usize) -> f64 {
                 let (chunks, queued) = std::sync::mpsc::sync_channel::<&[u8]>(QUEUED_WRITES);
                 std::thread::scope(|photo_scope| {
                     let writer = photo_scope.spawn(move || {
+                        let (mut written, mut flushed) = (0, 0);
                         for chunk in queued {
                             file.write_all(chunk).unwrap();
+                            written += chunk.len();
+                            if written - flushed >= WRITEBACK_EVERY {
+                                let _ = rustix::fs::fadvise(
+                                    &file,
+                                    flushed as u64,
+                                    std::num::NonZeroU64::new((written - flushed) as u64),
+                                    rustix::fs::Advice::DontNeed,
+                                );
+                                flushed = written;
+                            }
                         }
                         file.sync_all().unwrap();
                     });
