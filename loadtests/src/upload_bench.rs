@@ -27,6 +27,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::metadata::Orientation;
 use image::ImageFormat;
 use image::{ImageBuffer, Rgb};
+use onestop_server::media::{start_writeback, LARGE_WRITE, QUEUED_WRITES, WRITEBACK_EVERY};
 use onestop_server::uploads::strip::Sanitizer;
 use onestop_server::uploads::thumbnails::{self, render};
 use reqwest::Client;
@@ -40,12 +41,6 @@ const CLIENTS: usize = 20;
 const TUS_CHUNK: usize = 1024 * 1024;
 /// Phones uploading at once in the second throughput measurement.
 const TOGETHER: usize = 4;
-/// The server's local store gathers this much before each write.
-const WRITE_BUFFER: usize = 256 * 1024;
-/// Writes the server's file thread lets wait behind the one in progress.
-const QUEUED_WRITES: usize = 3;
-/// The server's file thread starts writeback every so many bytes.
-const WRITEBACK_EVERY: usize = 512 * 1024;
 
 struct Target {
     url: String,
@@ -244,20 +239,15 @@ fn ceiling(dir: &Path, photos: &[Vec<u8>], writers: usize) -> f64 {
                         let (mut written, mut flushed) = (0, 0);
                         for chunk in queued {
                             file.write_all(chunk).unwrap();
-                            written += chunk.len();
+                            written += chunk.len() as u64;
                             if written - flushed >= WRITEBACK_EVERY {
-                                let _ = rustix::fs::fadvise(
-                                    &file,
-                                    flushed as u64,
-                                    std::num::NonZeroU64::new((written - flushed) as u64),
-                                    rustix::fs::Advice::DontNeed,
-                                );
+                                start_writeback(&file, flushed, written - flushed);
                                 flushed = written;
                             }
                         }
                         file.sync_all().unwrap();
                     });
-                    for chunk in photo.chunks(WRITE_BUFFER) {
+                    for chunk in photo.chunks(LARGE_WRITE) {
                         hasher.update(chunk);
                         chunks.send(chunk).unwrap();
                     }
@@ -328,7 +318,7 @@ async fn start_plain_handler(dir: PathBuf) -> String {
             let mut body = request.into_body().into_async_read();
             let partial = dir.join(format!("{n}.partial"));
             let file = tokio::fs::File::create(&partial).await?;
-            let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+            let mut file = tokio::io::BufWriter::with_capacity(LARGE_WRITE, file);
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; 64 * 1024];
             loop {

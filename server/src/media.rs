@@ -203,10 +203,10 @@ fn name_durably(
 pub const LARGE_WRITE: usize = 256 * 1024;
 /// Writes waiting for the file thread: with writes of about
 /// [`LARGE_WRITE`], about 1 MiB per object in progress.
-const QUEUED_WRITES: usize = 3;
+pub const QUEUED_WRITES: usize = 3;
 /// The file thread hands every so many bytes to the disk while more
 /// arrive, so committing waits only for the last of them.
-const WRITEBACK_EVERY: u64 = 512 * 1024;
+pub const WRITEBACK_EVERY: u64 = 512 * 1024;
 
 enum Sink {
     Bytes(Vec<u8>),
@@ -221,7 +221,7 @@ enum Sink {
 /// or if it fails, the final `fsync` simply has more to do. Unlike an
 /// `fsync` every so often, the file thread does not stop to wait, so it
 /// keeps up with the request while the disk works.
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     let _ = rustix::fs::fadvise(
         file,
         offset,
