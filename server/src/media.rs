@@ -331,7 +331,7 @@ impl FileSink {
         self.send(Sink::Finish).await?;
         self.queue = None;
         let file = self.done().await?;
-        let hasher = std::mem::replace(&mut self.hasher, sha2::Digest::new());
+        let hasher = std::mem::take(&mut self.hasher);
         Ok((file, hex::encode(sha2::Digest::finalize(hasher))))
     }
 
