@@ -112,6 +112,11 @@ pub async fn connect_database(settings: &Settings) -> Result<DatabaseConnection,
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
+        // A pooled SQLite connection is a file handle on this machine: it
+        // cannot have dropped the way a network connection can, so asking
+        // it whether it is alive before each use would only add a round
+        // trip to its thread.
+        .test_before_acquire(!sqlite)
         .sqlx_logging(false);
     let db = Database::connect(options).await?;
     if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
@@ -149,6 +154,7 @@ pub async fn connect_readers(
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|options| options.read_only(true));
     Ok(Database::connect(options).await?)
