@@ -221,6 +221,14 @@ fn exif_segment() -> Vec<u8> {
 /// one thread while another writes it, a few writes behind, starting
 /// writeback as it goes, all as the server does; without these the
 /// "ceiling" would be slower than the server, and so no ceiling.
+///
+/// The files stay until the end of the run, as the uploads stay in the
+/// server's store and the plain handler's files in its folder: every
+/// side writes into memory the page cache did not hold before. Deleting
+/// them after each pass would hand the next pass memory freed a moment
+/// ago, which on a virtual machine that returns free memory to its host
+/// is many times faster to fill (see "A ceiling on recycled memory" in
+/// `loadtests/README.md`).
 fn ceiling(dir: &Path, photos: &[Vec<u8>], writers: usize) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let next = AtomicUsize::new(0);
@@ -260,9 +268,7 @@ fn ceiling(dir: &Path, photos: &[Vec<u8>], writers: usize) -> f64 {
             });
         }
     });
-    let elapsed = started.elapsed();
-    std::fs::remove_dir_all(dir).unwrap();
-    megabytes(photos) / elapsed.as_secs_f64()
+    megabytes(photos) / started.elapsed().as_secs_f64()
 }
 
 /// Sends every photo through `send` with `clients` of them in flight at
@@ -629,6 +635,20 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Memory the guest kernel has handed back to its host so far (free
+/// page reporting of a virtual machine's balloon device), in KiB; `None`
+/// where the kernel does not report free pages. Memory handed back costs
+/// a fault in the host the next time it is written, so the more of it a
+/// run sees, the more every newly written page costs (see "A ceiling on
+/// recycled memory" in `loadtests/README.md`).
+fn reported_to_host_kib() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/page_reporting/parameters/reported_kib")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Best and worst of several measurements.
 fn spread(values: &[f64]) -> (f64, f64) {
     let best = values.iter().copied().fold(f64::MIN, f64::max);
@@ -698,6 +718,7 @@ async fn main() {
         .map(|i| bytes::Bytes::from(photo(LARGE_BYTES, 1000 + i as u32)))
         .collect();
     let load_before = load_average();
+    let reported_before = reported_to_host_kib();
     let target = start_target(&scratch).await;
     let url = target.url.clone();
     let client = Client::builder()
@@ -753,15 +774,15 @@ async fn main() {
             client_cpu_ms: vec![0.0; ways.len()],
         })
         .collect();
-    for _ in 0..rounds {
+    let ceiling_dir = target.media_dir.join("ceiling");
+    for round in 0..rounds {
         for result in results.iter_mut() {
             let clients = result.clients;
-            // The first burst of writes after a pause runs at half speed
-            // or less on a virtual disk (measured: 210-455 MB/s, then
-            // 354-818 MB/s at once after it); the ceiling is what the disk
-            // does once busy, as it is while the uploads run.
-            ceiling(&target.media_dir.join("ceiling"), &photos, clients);
-            let ceiling_mb_s = ceiling(&target.media_dir.join("ceiling"), &photos, clients);
+            let ceiling_mb_s = ceiling(
+                &ceiling_dir.join(format!("{round}-{clients}")),
+                &photos,
+                clients,
+            );
             result.ceilings.push(ceiling_mb_s);
             let here = std::process::id();
             let before = cpu_ms(here);
@@ -805,6 +826,7 @@ async fn main() {
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&ceiling_dir);
 
     // Memory: 20 clients at once, one-shot then resumable, each against
     // a server started afresh (when this program starts it), so memory
@@ -888,6 +910,13 @@ async fn main() {
         load_average(),
         target.media_dir.display()
     );
+    if let (Some(before), Some(after)) = (reported_before, reported_to_host_kib()) {
+        println!(
+            "memory: this kernel hands free pages back to its host (free page reporting; {:.0} MB during this run): \
+             a page not used since boot or handed back costs the host a fault when first written, on every side alike",
+            after.saturating_sub(before) as f64 / 1024.0
+        );
+    }
     println!(
         "server: {}",
         if target.child.is_some() {
