@@ -27,7 +27,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::metadata::Orientation;
 use image::ImageFormat;
 use image::{ImageBuffer, Rgb};
-use onestop_server::media::{start_writeback, LARGE_WRITE, QUEUED_WRITES, WRITEBACK_EVERY};
+use onestop_server::media::{Writeback, LARGE_WRITE, QUEUED_WRITES};
 use onestop_server::uploads::strip::Sanitizer;
 use onestop_server::uploads::thumbnails::{self, render};
 use reqwest::Client;
@@ -244,14 +244,10 @@ fn ceiling(dir: &Path, photos: &[Vec<u8>], writers: usize) -> f64 {
                 let (chunks, queued) = std::sync::mpsc::sync_channel::<&[u8]>(QUEUED_WRITES);
                 std::thread::scope(|photo_scope| {
                     let writer = photo_scope.spawn(move || {
-                        let (mut written, mut flushed) = (0, 0);
+                        let mut writeback = Writeback::at(0);
                         for chunk in queued {
                             file.write_all(chunk).unwrap();
-                            written += chunk.len() as u64;
-                            if written - flushed >= WRITEBACK_EVERY {
-                                start_writeback(&file, flushed, written - flushed);
-                                flushed = written;
-                            }
+                            writeback.wrote(&file, chunk.len());
                         }
                         file.sync_all().unwrap();
                     });

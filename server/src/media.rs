@@ -206,7 +206,7 @@ pub const LARGE_WRITE: usize = 256 * 1024;
 pub const QUEUED_WRITES: usize = 3;
 /// The file thread hands every so many bytes to the disk while more
 /// arrive, so committing waits only for the last of them.
-pub const WRITEBACK_EVERY: u64 = 512 * 1024;
+const WRITEBACK_EVERY: u64 = 512 * 1024;
 
 enum Sink {
     Bytes(Vec<u8>),
@@ -221,13 +221,40 @@ enum Sink {
 /// or if it fails, the final `fsync` simply has more to do. Unlike an
 /// `fsync` every so often, the file thread does not stop to wait, so it
 /// keeps up with the request while the disk works.
-pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     let _ = rustix::fs::fadvise(
         file,
         offset,
         std::num::NonZeroU64::new(len),
         rustix::fs::Advice::DontNeed,
     );
+}
+
+/// Where a file being written stands: writeback starts for every
+/// `WRITEBACK_EVERY` (512 KiB) written since it last started.
+pub struct Writeback {
+    written: u64,
+    flushed: u64,
+}
+
+impl Writeback {
+    /// For a file whose next write lands at `position`.
+    pub fn at(position: u64) -> Self {
+        Writeback {
+            written: position,
+            flushed: position,
+        }
+    }
+
+    /// Counts `len` more bytes written to `file`, and starts writeback
+    /// of what was written since it last started once that is enough.
+    pub fn wrote(&mut self, file: &std::fs::File, len: usize) {
+        self.written += len as u64;
+        if self.written - self.flushed >= WRITEBACK_EVERY {
+            start_writeback(file, self.flushed, self.written - self.flushed);
+            self.flushed = self.written;
+        }
+    }
 }
 
 /// A file written and made durable on a blocking thread while the
@@ -251,19 +278,13 @@ impl FileSink {
         let worker = tokio::task::spawn_blocking(move || {
             use std::io::{Seek, Write};
             let mut file = file;
-            // Positions in the file, for the writeback ranges: an appended
-            // piece starts where the staged file ended.
-            let mut written = file.stream_position()?;
-            let mut flushed = written;
+            // An appended piece starts where the staged file ended.
+            let mut writeback = Writeback::at(file.stream_position()?);
             while let Some(message) = chunks.blocking_recv() {
                 match message {
                     Sink::Bytes(bytes) => {
                         file.write_all(&bytes)?;
-                        written += bytes.len() as u64;
-                        if written - flushed >= WRITEBACK_EVERY {
-                            start_writeback(&file, flushed, written - flushed);
-                            flushed = written;
-                        }
+                        writeback.wrote(&file, bytes.len());
                     }
                     Sink::Finish => {
                         file.sync_all()?;
