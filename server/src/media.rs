@@ -82,6 +82,22 @@ pub trait MediaWriter: Send {
     /// SHA-256 of the bytes written through this writer (for `append`,
     /// only those of this sitting).
     async fn commit(self: Box<Self>) -> std::io::Result<Sha256Hex>;
+    /// Whether [`MediaWriter::commit_as`] can give this writer's bytes
+    /// another key directly.
+    fn can_commit_as(&self) -> bool {
+        false
+    }
+    /// For a staged object written whole in this sitting (`append` at
+    /// 0): makes its bytes the new object `target` instead, durably, as
+    /// `commit` and then `publish_staged` would, but without naming the
+    /// staged object first. Only when [`MediaWriter::can_commit_as`].
+    async fn commit_as(self: Box<Self>, target: &str) -> std::io::Result<Sha256Hex> {
+        let _ = target;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this store names a staged object before publishing it",
+        ))
+    }
     /// Throws away what was written.
     async fn abort(self: Box<Self>);
 }
@@ -93,6 +109,23 @@ pub trait MediaWriter: Send {
 /// name is synced too, as is the parent of any folder made for it.
 pub struct LocalDisk {
     root: PathBuf,
+}
+
+/// Refuses a key that could leave the store's folder; keys are made by
+/// the server, but all the same.
+fn check_key(key: &str) -> std::io::Result<()> {
+    if key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "bad media key",
+        ));
+    }
+    Ok(())
 }
 
 /// Partial files older than this were left by a process that stopped
@@ -117,20 +150,12 @@ impl LocalDisk {
     }
 
     fn path_of(&self, key: &str) -> std::io::Result<PathBuf> {
-        // Keys are made by the server, but refuse anything that could
-        // leave the folder all the same.
-        if key.is_empty()
-            || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|part| part.is_empty() || part == "." || part == "..")
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "bad media key",
-            ));
-        }
+        check_key(key)?;
         Ok(self.root.join(key))
+    }
+
+    fn new_partial(&self) -> PathBuf {
+        self.root.join(".partial").join(Uuid::new_v4().to_string())
     }
 }
 
@@ -411,7 +436,7 @@ impl Drop for LocalWriter {
 impl MediaStore for LocalDisk {
     async fn create(&self, key: &str) -> std::io::Result<Box<dyn MediaWriter>> {
         let target = self.path_of(key)?;
-        let partial = self.root.join(".partial").join(Uuid::new_v4().to_string());
+        let partial = self.new_partial();
         let file = fs::File::create(&partial).await?.into_std().await;
         Ok(Box::new(LocalWriter {
             sink: FileSink::start(file),
@@ -454,24 +479,25 @@ impl MediaStore for LocalDisk {
 
     async fn append(&self, key: &str, at: u64) -> std::io::Result<Box<dyn MediaWriter>> {
         let path = self.path_of(key)?;
-        let staged = path.clone();
-        // A new staged file's name is made durable at once: the offsets
-        // its pieces commit count on it.
-        let file = tokio::task::spawn_blocking(move || {
-            let folder = folder_of(&staged);
-            ensure_dir(folder)?;
-            let existed = staged.exists();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&staged)?;
-            if !existed {
-                sync_dir(folder)?;
+        let partial = self.new_partial();
+        let root = self.root.clone();
+        // A staged object started in this sitting is written in
+        // `.partial/` like a one-shot upload and named only once it is
+        // committed: a photo sent whole in one request then goes straight
+        // to its attachment's name (`commit_as`), with no folder made,
+        // synced and removed for it. One that goes on is appended to
+        // where it lies.
+        let (file, fresh) = tokio::task::spawn_blocking({
+            let (path, partial) = (path.clone(), partial.clone());
+            move || {
+                if at == 0 && !path.exists() {
+                    return Ok::<_, std::io::Error>((std::fs::File::create(&partial)?, true));
+                }
+                let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                file.set_len(at)?;
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at))?;
+                Ok((file, false))
             }
-            file.set_len(at)?;
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at))?;
-            Ok::<_, std::io::Error>(file)
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -479,6 +505,8 @@ impl MediaStore for LocalDisk {
             sink: FileSink::start(file),
             path,
             at,
+            partial: fresh.then_some(partial),
+            root,
             finished: false,
         }))
     }
@@ -505,12 +533,47 @@ impl MediaStore for LocalDisk {
     }
 }
 
-/// Appends to a staged file; cuts it back to `at` unless committed.
+/// Appends to a staged file; cuts it back to `at` unless committed. A
+/// staged file started by this writer lies in `.partial/` until then,
+/// and goes if it is not committed.
 struct LocalAppender {
     sink: FileSink,
     path: PathBuf,
     at: u64,
+    partial: Option<PathBuf>,
+    root: PathBuf,
     finished: bool,
+}
+
+impl LocalAppender {
+    /// Undoes what was written: cuts the staged file back, or removes the
+    /// one this writer started.
+    fn undo(partial: Option<PathBuf>, path: PathBuf, at: u64) {
+        match partial {
+            Some(partial) => {
+                if let Err(error) = std::fs::remove_file(&partial) {
+                    tracing::warn!(%error, path = %partial.display(), "could not remove a partial upload");
+                }
+            }
+            None => cut_back(&path, at),
+        }
+    }
+
+    /// Writes what is left, then names the file this writer started
+    /// `target`, durably.
+    async fn finish_as(mut self: Box<Self>, target: PathBuf) -> std::io::Result<Sha256Hex> {
+        let (file, sha256) = self.sink.finish().await?;
+        drop(file);
+        if let Some(partial) = self.partial.clone() {
+            tokio::task::spawn_blocking(move || {
+                name_durably(&target, |target| std::fs::rename(&partial, target))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+        }
+        self.finished = true;
+        Ok(sha256)
+    }
 }
 
 fn cut_back(path: &Path, at: u64) {
@@ -526,8 +589,9 @@ fn cut_back(path: &Path, at: u64) {
 impl Drop for LocalAppender {
     fn drop(&mut self) {
         if !self.finished {
-            let (path, at) = (self.path.clone(), self.at);
-            self.sink.stop_then(move || cut_back(&path, at));
+            let (partial, path, at) = (self.partial.clone(), self.path.clone(), self.at);
+            self.sink
+                .stop_then(move || LocalAppender::undo(partial, path, at));
         }
     }
 }
@@ -542,17 +606,31 @@ impl MediaWriter for LocalAppender {
         self.sink.write_owned(bytes).await
     }
 
-    async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {
-        let (_, sha256) = self.sink.finish().await?;
-        self.finished = true;
-        Ok(sha256)
+    async fn commit(self: Box<Self>) -> std::io::Result<Sha256Hex> {
+        let path = self.path.clone();
+        self.finish_as(path).await
+    }
+
+    fn can_commit_as(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    async fn commit_as(self: Box<Self>, target: &str) -> std::io::Result<Sha256Hex> {
+        if self.partial.is_none() {
+            return Err(std::io::Error::other(
+                "a staged file written in several sittings is published with publish_staged",
+            ));
+        }
+        check_key(target)?;
+        let target = self.root.join(target);
+        self.finish_as(target).await
     }
 
     async fn abort(mut self: Box<Self>) {
         self.finished = true;
         self.sink.stop().await;
-        let (path, at) = (self.path.clone(), self.at);
-        let _ = tokio::task::spawn_blocking(move || cut_back(&path, at)).await;
+        let (partial, path, at) = (self.partial.take(), self.path.clone(), self.at);
+        let _ = tokio::task::spawn_blocking(move || LocalAppender::undo(partial, path, at)).await;
     }
 }
 
@@ -660,6 +738,30 @@ mod tests {
         let mut text = String::new();
         reader.read_to_string(&mut text).await.unwrap();
         assert_eq!((text.as_str(), size), ("hello world", 11));
+
+        // Started and finished in one sitting, a staged object can become
+        // the object straight away; one started and thrown away leaves
+        // nothing, and a continued one cannot skip its name.
+        let mut gone = store.append("up/3/s", 0).await.unwrap();
+        gone.write(b"never").await.unwrap();
+        gone.abort().await;
+        let mut whole = store.append("up/3/s", 0).await.unwrap();
+        assert!(whole.can_commit_as());
+        whole.write(b"in one go").await.unwrap();
+        let sha256 = whole.commit_as("ab/direct").await.unwrap();
+        assert_eq!(sha256, hex::encode(sha2::Sha256::digest(b"in one go")));
+        assert_eq!(std::fs::read(dir.join("ab/direct")).unwrap(), b"in one go");
+        assert!(!dir.join("up/3").exists());
+        assert_eq!(std::fs::read_dir(dir.join(".partial")).unwrap().count(), 0);
+        let mut first = store.append("up/4/s", 0).await.unwrap();
+        first.write(b"first").await.unwrap();
+        first.commit().await.unwrap();
+        let more = store.append("up/4/s", 5).await.unwrap();
+        assert!(!more.can_commit_as());
+        assert!(more.commit_as("ab/skipped").await.is_err());
+        assert_eq!(std::fs::read(dir.join("up/4/s")).unwrap(), b"first");
+        // A staged object that was never started cannot be continued.
+        assert!(store.append("up/5/s", 5).await.is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

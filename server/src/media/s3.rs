@@ -95,8 +95,9 @@ fn piece_key(key: &str, start: u64) -> Path {
 
 impl S3Store {
     /// The pieces covering the first `len` bytes of a staged object, in
-    /// order, with how many bytes of each to take.
-    async fn pieces(&self, key: &str, len: u64) -> std::io::Result<Vec<(Path, u64)>> {
+    /// order, with how many bytes of each to take (all of the last one's,
+    /// or fewer).
+    async fn pieces(&self, key: &str, len: u64) -> std::io::Result<Vec<(Path, u64, u64)>> {
         let listed: Vec<object_store::ObjectMeta> = self
             .store
             .list(Some(&Path::from(key)))
@@ -125,7 +126,7 @@ impl S3Store {
             if take == 0 {
                 return Err(std::io::Error::other("a staged object has an empty piece"));
             }
-            pieces.push((location, take));
+            pieces.push((location, take, size));
             at += take;
         }
         Ok(pieces)
@@ -199,7 +200,7 @@ impl MediaStore for S3Store {
         let pieces = self.pieces(key, len).await?;
         let store = self.store.clone();
         let stream = futures_util::stream::iter(pieces)
-            .then(move |(location, take)| {
+            .then(move |(location, take, _)| {
                 let store = store.clone();
                 async move {
                     let options = GetOptions {
@@ -215,6 +216,17 @@ impl MediaStore for S3Store {
     }
 
     async fn publish_staged(&self, key: &str, len: u64, target: &str) -> std::io::Result<()> {
+        // Sent in one sitting, the object is one piece: the bucket copies
+        // it without its bytes coming back through the server.
+        if let [(location, _, size)] = self.pieces(key, len).await?.as_slice() {
+            if *size == len {
+                return self
+                    .store
+                    .copy(location, &Path::from(target))
+                    .await
+                    .map_err(to_io);
+            }
+        }
         let mut reader = self.open_staged(key, len).await?;
         let mut writer = self.create(target).await?;
         let mut buffer = vec![0u8; 64 * 1024];

@@ -495,7 +495,17 @@ async fn write_chunk(
                 return Err(error);
             }
         };
-        let written = match writer.commit().await {
+        let attachment_id = Uuid::new_v4();
+        let key = super::storage_key(attachment_id);
+        // Written whole in this sitting, the file goes straight to the
+        // attachment's name where the store can do that.
+        let published = pipeline.fresh && writer.can_commit_as();
+        let committed = if published {
+            writer.commit_as(&key).await
+        } else {
+            writer.commit().await
+        };
+        let written = match committed {
             Ok(sha256) => sha256,
             Err(error) => {
                 release(state, id, token).await;
@@ -505,7 +515,12 @@ async fn write_chunk(
         metrics::counter!("resumable_upload_bytes_total").increment(kept);
         // Written whole in this sitting, the store's hash is the file's.
         let sha256 = pipeline.fresh.then_some(written);
-        complete(state, &upload, token, pipeline, facts, sha256).await
+        let target = Target {
+            id: attachment_id,
+            key,
+            published,
+        };
+        complete(state, &upload, token, pipeline, target, facts, sha256).await
     }
 }
 
@@ -951,26 +966,40 @@ async fn sha256_of(media: &Arc<dyn MediaStore>, key: &str) -> std::io::Result<St
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The attachment a finished upload becomes.
+struct Target {
+    id: Uuid,
+    key: String,
+    /// The bytes are already stored under `key`.
+    published: bool,
+}
+
 /// The last bytes have arrived and passed the filter: the staged object
-/// becomes the attachment's, recorded in the same transaction that moves
-/// the offset to the end.
+/// becomes the attachment's (unless it already is), recorded in the same
+/// transaction that moves the offset to the end.
 async fn complete(
     state: &AppState,
     upload: &upload::Model,
     token: Uuid,
     pipeline: Pipeline,
+    target: Target,
     photo: Option<PhotoFacts>,
     sha256: Option<String>,
 ) -> Result<Progress, ApiError> {
-    let attachment_id = Uuid::new_v4();
-    let key = super::storage_key(attachment_id);
-    if let Err(error) = state
-        .media
-        .publish_staged(&pipeline.staged, pipeline.stored, &key)
-        .await
-    {
-        release(state, upload.id, token).await;
-        return Err(ApiError::Storage(error));
+    let Target {
+        id: attachment_id,
+        key,
+        published,
+    } = target;
+    if !published {
+        let staged = state
+            .media
+            .publish_staged(&pipeline.staged, pipeline.stored, &key)
+            .await;
+        if let Err(error) = staged {
+            release(state, upload.id, token).await;
+            return Err(ApiError::Storage(error));
+        }
     }
     let sha256 = match sha256 {
         Some(sha256) => Ok(sha256),

@@ -135,6 +135,17 @@ async fn photos_and_documents_round_trip_through_s3() {
     assert_eq!(raw, served, "what is in the bucket is what is served");
     assert_eq!(thumbnail(&app, &mother, &id).await.status(), StatusCode::OK);
 
+    // The same photo resumable, in one PATCH: the bucket copies its one
+    // piece to the attachment, which is byte for byte the one-shot's.
+    let path = new_upload(&app, &mother, photo.len(), b"IMG_0004.jpg").await;
+    let resumed = send_rest(&app, &mother, &path, &photo, 0, photo.len()).await;
+    assert_eq!(download(&app, &mother, &resumed).await, served);
+    assert_eq!(keys(&moto, "attachments/").await.len(), 2);
+    assert!(
+        keys(&moto, "uploads/").await.is_empty(),
+        "its piece is gone"
+    );
+
     // A document larger than one multipart part, one shot and resumable,
     // with a range read.
     let document = document(11 * 1024 * 1024 + 5);

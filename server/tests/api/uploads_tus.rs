@@ -222,6 +222,28 @@ async fn a_file_interrupted_at_several_places_resumes_to_the_identical_attachmen
     for secret in SECRETS {
         assert!(!contains(&served, secret));
     }
+
+    // The same photo in one PATCH, as most clients send a photo, after a
+    // first try cut off with a checksum: nothing of that try is kept, and
+    // the photo becomes the attachment a one-shot upload makes, with no
+    // staged or partial file left.
+    let path = new_upload(&app, &mother, photo.len(), b"IMG_0003.jpg").await;
+    let digest = format!("sha256 {}", b64(&sha2::Sha256::digest(&photo)));
+    interrupted_patch(
+        &app,
+        &mother,
+        &path,
+        0,
+        photo[..third].to_vec(),
+        Some(digest),
+    )
+    .await;
+    assert_eq!(offset_of(&app, &mother, &path).await, 0);
+    assert!(stored_files(&app, ".partial").is_empty(), "the try is gone");
+    let attachment_id = send_rest(&app, &mother, &path, &photo, 0, photo.len()).await;
+    assert_eq!(download(&app, &mother, &attachment_id).await, served);
+    assert!(stored_files(&app, "uploads").is_empty());
+    assert!(stored_files(&app, ".partial").is_empty());
 }
 
 async fn send_patch_ok(app: &TestApp, token: &str, path: &str, offset: usize, bytes: &[u8]) {
