@@ -62,7 +62,8 @@ pub trait MediaStore: Send + Sync {
     /// Makes the first `len` bytes of a staged object the object
     /// `target`, durably, leaving the staged object as it is (it goes
     /// with [`MediaStore::delete_prefix`]). Local disk links the file,
-    /// so no byte is written again.
+    /// so no byte is written again; S3 copies an object of one piece
+    /// within the bucket.
     async fn publish_staged(&self, key: &str, len: u64, target: &str) -> std::io::Result<()>;
 }
 
@@ -221,6 +222,16 @@ fn name_durably(
     ensure_dir(folder)?;
     name(target)?;
     sync_dir(folder)
+}
+
+/// Renames a finished partial file to `target`, durably, off the
+/// runtime's threads.
+async fn rename_durably(partial: PathBuf, target: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        name_durably(&target, |target| std::fs::rename(&partial, target))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Bytes gathered before one write to the file; callers that gather
@@ -565,11 +576,7 @@ impl LocalAppender {
         let (file, sha256) = self.sink.finish().await?;
         drop(file);
         if let Some(partial) = self.partial.clone() {
-            tokio::task::spawn_blocking(move || {
-                name_durably(&target, |target| std::fs::rename(&partial, target))
-            })
-            .await
-            .map_err(std::io::Error::other)??;
+            rename_durably(partial, target).await?;
         }
         self.finished = true;
         Ok(sha256)
@@ -647,12 +654,7 @@ impl MediaWriter for LocalWriter {
     async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {
         let (file, sha256) = self.sink.finish().await?;
         drop(file);
-        let (partial, target) = (self.partial.clone(), self.target.clone());
-        tokio::task::spawn_blocking(move || {
-            name_durably(&target, |target| std::fs::rename(&partial, target))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        rename_durably(self.partial.clone(), self.target.clone()).await?;
         self.finished = true;
         Ok(sha256)
     }

@@ -7,7 +7,9 @@
 //! stored to the upload's staged object (`uploads/<id>/<lineage>`; on
 //! local disk one file, on S3 one object per PATCH). The bytes are
 //! written once: when the last one arrives the staged object becomes the
-//! attachment's (a hard link on local disk), and its SHA-256 is the one
+//! attachment's (on local disk a rename when it was written in this one
+//! request, else a hard link; on S3 a copy within the bucket when it is
+//! one piece), and its SHA-256 is the one
 //! the store computed while writing it, or, when the upload came through
 //! several requests, read back once. Between PATCHes of a photo the
 //! filter's state is saved beside it (`uploads/<id>/filter-<offset>`), so
