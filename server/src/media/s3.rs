@@ -131,6 +131,25 @@ impl S3Store {
         }
         Ok(pieces)
     }
+
+    /// Reads `pieces` (from [`S3Store::pieces`]) one after another.
+    fn read_pieces(&self, pieces: Vec<(Path, u64, u64)>) -> MediaReader {
+        let store = self.store.clone();
+        let stream = futures_util::stream::iter(pieces)
+            .then(move |(location, take, _)| {
+                let store = store.clone();
+                async move {
+                    let options = GetOptions {
+                        range: Some(GetRange::Bounded(0..take)),
+                        ..GetOptions::default()
+                    };
+                    let result = store.get_opts(&location, options).await.map_err(to_io)?;
+                    Ok::<_, std::io::Error>(result.into_stream().map_err(to_io))
+                }
+            })
+            .try_flatten();
+        Box::new(StreamReader::new(Box::pin(stream)))
+    }
 }
 
 #[async_trait]
@@ -197,28 +216,14 @@ impl MediaStore for S3Store {
     }
 
     async fn open_staged(&self, key: &str, len: u64) -> std::io::Result<MediaReader> {
-        let pieces = self.pieces(key, len).await?;
-        let store = self.store.clone();
-        let stream = futures_util::stream::iter(pieces)
-            .then(move |(location, take, _)| {
-                let store = store.clone();
-                async move {
-                    let options = GetOptions {
-                        range: Some(GetRange::Bounded(0..take)),
-                        ..GetOptions::default()
-                    };
-                    let result = store.get_opts(&location, options).await.map_err(to_io)?;
-                    Ok::<_, std::io::Error>(result.into_stream().map_err(to_io))
-                }
-            })
-            .try_flatten();
-        Ok(Box::new(StreamReader::new(Box::pin(stream))))
+        Ok(self.read_pieces(self.pieces(key, len).await?))
     }
 
     async fn publish_staged(&self, key: &str, len: u64, target: &str) -> std::io::Result<()> {
         // Sent in one sitting, the object is one piece: the bucket copies
         // it without its bytes coming back through the server.
-        if let [(location, _, size)] = self.pieces(key, len).await?.as_slice() {
+        let pieces = self.pieces(key, len).await?;
+        if let [(location, _, size)] = pieces.as_slice() {
             if *size == len {
                 return self
                     .store
@@ -227,7 +232,7 @@ impl MediaStore for S3Store {
                     .map_err(to_io);
             }
         }
-        let mut reader = self.open_staged(key, len).await?;
+        let mut reader = self.read_pieces(pieces);
         let mut writer = self.create(target).await?;
         let mut buffer = vec![0u8; 64 * 1024];
         loop {

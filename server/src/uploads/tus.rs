@@ -500,12 +500,19 @@ async fn write_chunk(
         let attachment_id = Uuid::new_v4();
         let key = super::storage_key(attachment_id);
         // Written whole in this sitting, the file goes straight to the
-        // attachment's name where the store can do that.
-        let published = pipeline.fresh && writer.can_commit_as();
-        let committed = if published {
+        // attachment's name where the store can do that; otherwise the
+        // staged object is committed, then published under that name.
+        let committed = if pipeline.fresh && writer.can_commit_as() {
             writer.commit_as(&key).await
         } else {
-            writer.commit().await
+            match writer.commit().await {
+                Ok(sha256) => state
+                    .media
+                    .publish_staged(&pipeline.staged, pipeline.stored, &key)
+                    .await
+                    .map(|()| sha256),
+                Err(error) => Err(error),
+            }
         };
         let written = match committed {
             Ok(sha256) => sha256,
@@ -517,12 +524,16 @@ async fn write_chunk(
         metrics::counter!("resumable_upload_bytes_total").increment(kept);
         // Written whole in this sitting, the store's hash is the file's.
         let sha256 = pipeline.fresh.then_some(written);
-        let target = Target {
-            id: attachment_id,
-            key,
-            published,
-        };
-        complete(state, &upload, token, pipeline, target, facts, sha256).await
+        complete(
+            state,
+            &upload,
+            token,
+            pipeline,
+            attachment_id,
+            facts,
+            sha256,
+        )
+        .await
     }
 }
 
@@ -968,41 +979,19 @@ async fn sha256_of(media: &Arc<dyn MediaStore>, key: &str) -> std::io::Result<St
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// The attachment a finished upload becomes.
-struct Target {
-    id: Uuid,
-    key: String,
-    /// The bytes are already stored under `key`.
-    published: bool,
-}
-
-/// The last bytes have arrived and passed the filter: the staged object
-/// becomes the attachment's (unless it already is), recorded in the same
+/// The last bytes have arrived, passed the filter and are stored as
+/// the attachment `attachment_id`'s: it is recorded in the same
 /// transaction that moves the offset to the end.
 async fn complete(
     state: &AppState,
     upload: &upload::Model,
     token: Uuid,
     pipeline: Pipeline,
-    target: Target,
+    attachment_id: Uuid,
     photo: Option<PhotoFacts>,
     sha256: Option<String>,
 ) -> Result<Progress, ApiError> {
-    let Target {
-        id: attachment_id,
-        key,
-        published,
-    } = target;
-    if !published {
-        let staged = state
-            .media
-            .publish_staged(&pipeline.staged, pipeline.stored, &key)
-            .await;
-        if let Err(error) = staged {
-            release(state, upload.id, token).await;
-            return Err(ApiError::Storage(error));
-        }
-    }
+    let key = super::storage_key(attachment_id);
     let sha256 = match sha256 {
         Some(sha256) => Ok(sha256),
         None => sha256_of(&state.media, &key).await,
