@@ -52,11 +52,16 @@ pub trait MediaStore: Send + Sync {
     async fn check(&self) -> std::io::Result<()>;
 
     /// Continues a staged object, one written in several sittings (a
-    /// resumable upload), whose first `at` bytes were committed before;
-    /// whatever an attempt that did not count left after them is
-    /// replaced. `commit` makes the new bytes durable; `abort` throws them
-    /// away and keeps the first `at`.
-    async fn append(&self, key: &str, at: u64) -> std::io::Result<Box<dyn MediaWriter>>;
+    /// resumable upload), whose first `at` bytes were committed before
+    /// and hash to `so_far`; whatever an attempt that did not count left
+    /// after them is replaced. `commit` makes the new bytes durable; `abort`
+    /// throws them away and keeps the first `at`.
+    async fn append(
+        &self,
+        key: &str,
+        at: u64,
+        so_far: FileHash,
+    ) -> std::io::Result<Box<dyn MediaWriter>>;
     /// Reads the first `len` committed bytes of a staged object.
     async fn open_staged(&self, key: &str, len: u64) -> std::io::Result<MediaReader>;
     /// Makes the first `len` bytes of a staged object the object
@@ -67,8 +72,42 @@ pub trait MediaStore: Send + Sync {
     async fn publish_staged(&self, key: &str, len: u64, target: &str) -> std::io::Result<()>;
 }
 
-/// SHA-256 of the bytes a writer took, hexadecimal.
+/// SHA-256 of an object's bytes, hexadecimal.
 pub type Sha256Hex = String;
+
+/// The SHA-256 of an object's bytes from its first one, still open: a
+/// staged object written in several sittings carries it from one to the
+/// next (saved between them with [`FileHash::saved`]), so its hash is
+/// known when the last byte is written without reading the object back.
+#[derive(Clone, Default)]
+pub struct FileHash(sha2_resumable::Sha256);
+
+impl FileHash {
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2_resumable::Digest::update(&mut self.0, bytes);
+    }
+
+    /// The SHA-256 of the bytes so far.
+    pub fn hex(&self) -> Sha256Hex {
+        hex::encode(sha2_resumable::Digest::finalize(self.0.clone()))
+    }
+
+    /// The state to continue from, as text.
+    pub fn saved(&self) -> String {
+        use sha2_resumable::digest::common::hazmat::SerializableState;
+        hex::encode(self.0.serialize())
+    }
+
+    /// Continues from [`FileHash::saved`]; `None` if it is not one.
+    pub fn restore(saved: &str) -> Option<Self> {
+        use sha2_resumable::digest::common::hazmat::{SerializableState, SerializedState};
+        let bytes = hex::decode(saved).ok()?;
+        let state = SerializedState::<sha2_resumable::Sha256>::try_from(bytes.as_slice()).ok()?;
+        sha2_resumable::Sha256::deserialize(&state)
+            .ok()
+            .map(FileHash)
+    }
+}
 
 #[async_trait]
 pub trait MediaWriter: Send {
@@ -80,9 +119,8 @@ pub trait MediaWriter: Send {
         self.write(&bytes).await
     }
     /// Makes the object visible under its key, durably, and tells the
-    /// SHA-256 of the bytes written through this writer (for `append`,
-    /// only those of this sitting).
-    async fn commit(self: Box<Self>) -> std::io::Result<Sha256Hex>;
+    /// hash of all its bytes (for `append`, continued from `so_far`).
+    async fn commit(self: Box<Self>) -> std::io::Result<FileHash>;
     /// Whether [`MediaWriter::commit_as`] can give this writer's bytes
     /// another key directly.
     fn can_commit_as(&self) -> bool {
@@ -92,7 +130,7 @@ pub trait MediaWriter: Send {
     /// 0): makes its bytes the new object `target` instead, durably, as
     /// `commit` and then `publish_staged` would, but without naming the
     /// staged object first. Only when [`MediaWriter::can_commit_as`].
-    async fn commit_as(self: Box<Self>, target: &str) -> std::io::Result<Sha256Hex> {
+    async fn commit_as(self: Box<Self>, target: &str) -> std::io::Result<FileHash> {
         let _ = target;
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
@@ -303,13 +341,15 @@ struct FileSink {
     pending: Vec<u8>,
     queue: Option<tokio::sync::mpsc::Sender<Sink>>,
     worker: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
-    /// SHA-256 of the bytes sent to the thread so far.
-    hasher: sha2::Sha256,
+    /// SHA-256 of the file's bytes sent to the thread so far, with those
+    /// it had before.
+    hasher: FileHash,
 }
 
 impl FileSink {
-    /// Writes to `file` from where it is positioned.
-    fn start(file: std::fs::File) -> Self {
+    /// Writes to `file` from where it is positioned; the bytes before
+    /// hash to `so_far`.
+    fn start(file: std::fs::File, so_far: FileHash) -> Self {
         let (queue, mut chunks) = tokio::sync::mpsc::channel::<Sink>(QUEUED_WRITES);
         let worker = tokio::task::spawn_blocking(move || {
             use std::io::{Seek, Write};
@@ -334,13 +374,13 @@ impl FileSink {
             pending: Vec::with_capacity(LARGE_WRITE),
             queue: Some(queue),
             worker: Some(worker),
-            hasher: sha2::Digest::new(),
+            hasher: so_far,
         }
     }
 
     async fn send(&mut self, message: Sink) -> std::io::Result<()> {
         if let Sink::Bytes(bytes) = &message {
-            sha2::Digest::update(&mut self.hasher, bytes);
+            self.hasher.update(bytes);
         }
         let sent = match self.queue.as_ref() {
             Some(queue) => queue.send(message).await.is_ok(),
@@ -380,7 +420,7 @@ impl FileSink {
     }
 
     /// Writes what is left and makes the file durable.
-    async fn finish(&mut self) -> std::io::Result<(std::fs::File, Sha256Hex)> {
+    async fn finish(&mut self) -> std::io::Result<(std::fs::File, FileHash)> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.send(Sink::Bytes(rest)).await?;
@@ -388,8 +428,7 @@ impl FileSink {
         self.send(Sink::Finish).await?;
         self.queue = None;
         let file = self.done().await?;
-        let hasher = std::mem::take(&mut self.hasher);
-        Ok((file, hex::encode(sha2::Digest::finalize(hasher))))
+        Ok((file, std::mem::take(&mut self.hasher)))
     }
 
     /// Stops the thread without making anything durable.
@@ -450,7 +489,7 @@ impl MediaStore for LocalDisk {
         let partial = self.new_partial();
         let file = fs::File::create(&partial).await?.into_std().await;
         Ok(Box::new(LocalWriter {
-            sink: FileSink::start(file),
+            sink: FileSink::start(file, FileHash::default()),
             partial,
             target,
             finished: false,
@@ -488,7 +527,12 @@ impl MediaStore for LocalDisk {
         fs::metadata(self.root.join(".partial")).await.map(|_| ())
     }
 
-    async fn append(&self, key: &str, at: u64) -> std::io::Result<Box<dyn MediaWriter>> {
+    async fn append(
+        &self,
+        key: &str,
+        at: u64,
+        so_far: FileHash,
+    ) -> std::io::Result<Box<dyn MediaWriter>> {
         let path = self.path_of(key)?;
         let partial = self.new_partial();
         let root = self.root.clone();
@@ -513,7 +557,7 @@ impl MediaStore for LocalDisk {
         .await
         .map_err(std::io::Error::other)??;
         Ok(Box::new(LocalAppender {
-            sink: FileSink::start(file),
+            sink: FileSink::start(file, so_far),
             path,
             at,
             partial: fresh.then_some(partial),
@@ -572,7 +616,7 @@ impl LocalAppender {
 
     /// Writes what is left, then names the file this writer started
     /// `target`, durably.
-    async fn finish_as(mut self: Box<Self>, target: PathBuf) -> std::io::Result<Sha256Hex> {
+    async fn finish_as(mut self: Box<Self>, target: PathBuf) -> std::io::Result<FileHash> {
         let (file, sha256) = self.sink.finish().await?;
         drop(file);
         if let Some(partial) = self.partial.clone() {
@@ -613,7 +657,7 @@ impl MediaWriter for LocalAppender {
         self.sink.write_owned(bytes).await
     }
 
-    async fn commit(self: Box<Self>) -> std::io::Result<Sha256Hex> {
+    async fn commit(self: Box<Self>) -> std::io::Result<FileHash> {
         let path = self.path.clone();
         self.finish_as(path).await
     }
@@ -622,7 +666,7 @@ impl MediaWriter for LocalAppender {
         self.partial.is_some()
     }
 
-    async fn commit_as(self: Box<Self>, target: &str) -> std::io::Result<Sha256Hex> {
+    async fn commit_as(self: Box<Self>, target: &str) -> std::io::Result<FileHash> {
         if self.partial.is_none() {
             return Err(std::io::Error::other(
                 "a staged file written in several sittings is published with publish_staged",
@@ -651,7 +695,7 @@ impl MediaWriter for LocalWriter {
         self.sink.write_owned(bytes).await
     }
 
-    async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {
+    async fn commit(mut self: Box<Self>) -> std::io::Result<FileHash> {
         let (file, sha256) = self.sink.finish().await?;
         drop(file);
         rename_durably(self.partial.clone(), self.target.clone()).await?;
@@ -712,16 +756,29 @@ mod tests {
 
         // A staged object grows in sittings; one that does not count is
         // cut off again, and the result is published without copying.
-        let mut staged = store.append("up/2/s", 0).await.unwrap();
+        // Its hash goes on from sitting to sitting, saved as text between
+        // them, and ends as the whole file's.
+        let mut staged = store
+            .append("up/2/s", 0, FileHash::default())
+            .await
+            .unwrap();
         staged.write(b"hello ").await.unwrap();
-        let sha256 = staged.commit().await.unwrap();
-        assert_eq!(sha256, hex::encode(sha2::Sha256::digest(b"hello ")));
-        let mut cut = store.append("up/2/s", 6).await.unwrap();
+        let so_far = staged.commit().await.unwrap();
+        assert_eq!(so_far.hex(), hex::encode(sha2::Sha256::digest(b"hello ")));
+        let saved = so_far.saved();
+        assert!(FileHash::restore("not a hash").is_none());
+        assert!(FileHash::restore(&saved[2..]).is_none());
+        let restored = || FileHash::restore(&saved).unwrap();
+        let mut cut = store.append("up/2/s", 6, restored()).await.unwrap();
         cut.write(b"cruel ").await.unwrap();
         cut.abort().await;
-        let mut more = store.append("up/2/s", 6).await.unwrap();
+        let mut more = store.append("up/2/s", 6, restored()).await.unwrap();
         more.write(b"world").await.unwrap();
-        more.commit().await.unwrap();
+        let whole = more.commit().await.unwrap();
+        assert_eq!(
+            whole.hex(),
+            hex::encode(sha2::Sha256::digest(b"hello world"))
+        );
         let mut text = String::new();
         store
             .open_staged("up/2/s", 11)
@@ -744,26 +801,41 @@ mod tests {
         // Started and finished in one sitting, a staged object can become
         // the object straight away; one started and thrown away leaves
         // nothing, and a continued one cannot skip its name.
-        let mut gone = store.append("up/3/s", 0).await.unwrap();
+        let mut gone = store
+            .append("up/3/s", 0, FileHash::default())
+            .await
+            .unwrap();
         gone.write(b"never").await.unwrap();
         gone.abort().await;
-        let mut whole = store.append("up/3/s", 0).await.unwrap();
+        let mut whole = store
+            .append("up/3/s", 0, FileHash::default())
+            .await
+            .unwrap();
         assert!(whole.can_commit_as());
         whole.write(b"in one go").await.unwrap();
-        let sha256 = whole.commit_as("ab/direct").await.unwrap();
+        let sha256 = whole.commit_as("ab/direct").await.unwrap().hex();
         assert_eq!(sha256, hex::encode(sha2::Sha256::digest(b"in one go")));
         assert_eq!(std::fs::read(dir.join("ab/direct")).unwrap(), b"in one go");
         assert!(!dir.join("up/3").exists());
         assert_eq!(std::fs::read_dir(dir.join(".partial")).unwrap().count(), 0);
-        let mut first = store.append("up/4/s", 0).await.unwrap();
+        let mut first = store
+            .append("up/4/s", 0, FileHash::default())
+            .await
+            .unwrap();
         first.write(b"first").await.unwrap();
         first.commit().await.unwrap();
-        let more = store.append("up/4/s", 5).await.unwrap();
+        let more = store
+            .append("up/4/s", 5, FileHash::default())
+            .await
+            .unwrap();
         assert!(!more.can_commit_as());
         assert!(more.commit_as("ab/skipped").await.is_err());
         assert_eq!(std::fs::read(dir.join("up/4/s")).unwrap(), b"first");
         // A staged object that was never started cannot be continued.
-        assert!(store.append("up/5/s", 5).await.is_err());
+        assert!(store
+            .append("up/5/s", 5, FileHash::default())
+            .await
+            .is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

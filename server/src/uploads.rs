@@ -177,7 +177,7 @@ pub async fn ingest(
             return Err(error);
         }
     };
-    let sha256 = writer.commit().await.map_err(ApiError::Storage)?;
+    let sha256 = writer.commit().await.map_err(ApiError::Storage)?.hex();
     metrics::counter!("attachment_bytes_removed_total").increment(received - stored);
     Ok(Stored {
         id,

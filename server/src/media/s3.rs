@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::StreamReader;
 
-use super::{MediaReader, MediaStore, MediaWriter, Sha256Hex};
+use super::{FileHash, MediaReader, MediaStore, MediaWriter};
 
 /// One multipart part; S3 refuses smaller ones (except the last).
 const PART_SIZE: usize = 5 * 1024 * 1024;
@@ -83,7 +83,7 @@ fn reader(result: object_store::GetResult) -> MediaReader {
 
 struct S3Writer {
     writer: BufWriter,
-    sha256: sha2::Sha256,
+    sha256: FileHash,
 }
 
 /// A staged object is a series of pieces `<key>/<start>`, one per
@@ -159,7 +159,7 @@ impl MediaStore for S3Store {
             .with_max_concurrency(PARTS_IN_FLIGHT);
         Ok(Box::new(S3Writer {
             writer,
-            sha256: sha2::Digest::new(),
+            sha256: FileHash::default(),
         }))
     }
 
@@ -206,12 +206,17 @@ impl MediaStore for S3Store {
         Ok(())
     }
 
-    async fn append(&self, key: &str, at: u64) -> std::io::Result<Box<dyn MediaWriter>> {
+    async fn append(
+        &self,
+        key: &str,
+        at: u64,
+        so_far: FileHash,
+    ) -> std::io::Result<Box<dyn MediaWriter>> {
         let writer = BufWriter::with_capacity(self.store.clone(), piece_key(key, at), PART_SIZE)
             .with_max_concurrency(PARTS_IN_FLIGHT);
         Ok(Box::new(S3Writer {
             writer,
-            sha256: sha2::Digest::new(),
+            sha256: so_far,
         }))
     }
 
@@ -267,13 +272,13 @@ impl MediaStore for S3Store {
 #[async_trait]
 impl MediaWriter for S3Writer {
     async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        sha2::Digest::update(&mut self.sha256, chunk);
+        self.sha256.update(chunk);
         self.writer.write_all(chunk).await
     }
 
-    async fn commit(mut self: Box<Self>) -> std::io::Result<Sha256Hex> {
+    async fn commit(mut self: Box<Self>) -> std::io::Result<FileHash> {
         self.writer.shutdown().await?;
-        Ok(hex::encode(sha2::Digest::finalize(self.sha256)))
+        Ok(self.sha256)
     }
 
     async fn abort(mut self: Box<Self>) {

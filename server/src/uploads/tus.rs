@@ -9,12 +9,11 @@
 //! written once: when the last one arrives the staged object becomes the
 //! attachment's (on local disk a rename when it was written in this one
 //! request, else a hard link; on S3 a copy within the bucket when it is
-//! one piece), and its SHA-256 is the one
-//! the store computed while writing it, or, when the upload came through
-//! several requests, read back once. Between PATCHes of a photo the
-//! filter's state is saved beside it (`uploads/<id>/filter-<offset>`), so
-//! any server, or the same one after a restart, continues where the last
-//! PATCH ended.
+//! one piece), and its SHA-256 is the one the store computed while
+//! writing it, continued from PATCH to PATCH, so nothing is read back.
+//! Between PATCHes the filter's state and the running hash are saved in
+//! the row of the piece, so any server, or the same one after a restart,
+//! continues where the last PATCH ended.
 //!
 //! The offset moves only once the bytes and the filter's state are
 //! durably stored, in the transaction that records the PATCH, so an
@@ -36,7 +35,6 @@
 //! transaction, so `HEAD` shows the full offset only once the attachment
 //! exists.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -53,7 +51,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use super::strip::{PhotoFacts, Sanitizer};
 use super::{accepted, accepted_type, forget, record, Batch, Stop, Stored, SNIFF_LEN};
 use crate::error::{ApiError, ErrorChain};
-use crate::media::{MediaStore, MediaWriter};
+use crate::media::{FileHash, MediaWriter, Sha256Hex};
 use crate::state::AppState;
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -407,7 +405,11 @@ async fn write_chunk(
             return Err(error);
         }
     };
-    let mut writer = match state.media.append(&pipeline.staged, pipeline.stored).await {
+    let appended = state
+        .media
+        .append(&pipeline.staged, pipeline.stored, pipeline.hash.clone())
+        .await;
+    let mut writer = match appended {
         Ok(writer) => writer,
         Err(error) => {
             release(state, id, token).await;
@@ -477,9 +479,12 @@ async fn write_chunk(
             release(state, id, token).await;
             return Err(ApiError::Storage(error));
         }
-        if let Err(error) = writer.commit().await {
-            release(state, id, token).await;
-            return Err(ApiError::Storage(error));
+        match writer.commit().await {
+            Ok(hash) => pipeline.hash = hash,
+            Err(error) => {
+                release(state, id, token).await;
+                return Err(ApiError::Storage(error));
+            }
         }
         metrics::counter!("resumable_upload_bytes_total").increment(kept);
         record_piece(state, &upload, token, &pipeline, kept).await
@@ -506,24 +511,22 @@ async fn write_chunk(
             writer.commit_as(&key).await
         } else {
             match writer.commit().await {
-                Ok(sha256) => state
+                Ok(hash) => state
                     .media
                     .publish_staged(&pipeline.staged, pipeline.stored, &key)
                     .await
-                    .map(|()| sha256),
+                    .map(|()| hash),
                 Err(error) => Err(error),
             }
         };
-        let written = match committed {
-            Ok(sha256) => sha256,
+        let sha256 = match committed {
+            Ok(hash) => hash.hex(),
             Err(error) => {
                 release(state, id, token).await;
                 return Err(ApiError::Storage(error));
             }
         };
         metrics::counter!("resumable_upload_bytes_total").increment(kept);
-        // Written whole in this sitting, the store's hash is the file's.
-        let sha256 = pipeline.fresh.then_some(written);
         complete(
             state,
             &upload,
@@ -590,20 +593,25 @@ async fn receive_chunk(
     (ending, received)
 }
 
-/// The filter's state between two PATCHes of a photo, kept in the row of
-/// the piece it follows and committed with the offset (pieces recorded by
-/// earlier versions kept it beside the staged bytes, in
-/// `uploads/<id>/filter-<offset>`).
+/// The filter's state between two PATCHes, kept in the row of the piece
+/// it follows and committed with the offset (pieces recorded by earlier
+/// versions kept a photo filter's beside the staged bytes, in
+/// `uploads/<id>/filter-<offset>`, and none for a PDF).
 #[derive(Deserialize)]
 struct Saved {
     /// Bytes of the staged object the state belongs after.
     stored: u64,
     filter: Sanitizer,
+    /// The running hash of those bytes ([`FileHash::saved`]); pieces
+    /// recorded by earlier versions have none.
+    #[serde(default)]
+    sha256: Option<String>,
 }
 
 #[derive(Serialize)]
 struct ToSave<'a> {
     stored: u64,
+    sha256: String,
     filter: &'a Sanitizer,
 }
 
@@ -661,10 +669,11 @@ struct Pipeline {
     filter: Option<Sanitizer>,
     media_type: Option<&'static str>,
     max_pixels: u64,
-    /// Whether the staged object is written whole in this sitting, so the
-    /// store's hash of what it wrote is the file's; otherwise the hash is
-    /// computed from the object at the end.
+    /// Whether the staged object is started in this sitting, so that,
+    /// written whole, it can take the attachment's name directly.
     fresh: bool,
+    /// The SHA-256 of the committed bytes so far, continued by the store.
+    hash: FileHash,
     digest: Option<RunningDigest>,
     /// Filtered bytes on their way to the staged object.
     out: Batch,
@@ -698,6 +707,7 @@ impl Pipeline {
             media_type: None,
             max_pixels: state.settings.max_image_pixels,
             fresh: true,
+            hash: FileHash::default(),
             digest: None,
             out: Batch::new(),
         };
@@ -727,15 +737,28 @@ impl Pipeline {
         // A photo's filter left its state; a PDF passes as it came. The
         // staged bytes of a photo are filtered and may not even show the
         // type yet (a long EXIF block being dropped), so the state decides.
-        let (media_type, stored, filter) =
+        let (media_type, stored, filter, hash) =
             match load_saved(state, upload.id, offset, filter_state.as_deref()).await? {
-                Some(Saved { stored, filter }) => {
+                Some(Saved {
+                    stored,
+                    filter,
+                    sha256,
+                }) => {
                     let media_type = match &filter {
                         Sanitizer::Jpeg(_) => "image/jpeg",
                         Sanitizer::Png(_) => "image/png",
                         Sanitizer::Verbatim => "application/pdf",
                     };
-                    (media_type, stored, filter)
+                    let hash = match sha256 {
+                        Some(saved) => Some(FileHash::restore(&saved).ok_or_else(|| {
+                            ApiError::Internal(format!(
+                                "upload {} has an unreadable saved hash",
+                                upload.id
+                            ))
+                        })?),
+                        None => None,
+                    };
+                    (media_type, stored, filter, hash)
                 }
                 None => {
                     let mut head = Vec::new();
@@ -749,7 +772,7 @@ impl Pipeline {
                         .map_err(ApiError::Storage)?;
                     let media_type = accepted_type(&head)?;
                     match Sanitizer::for_media_type(media_type, pipeline.max_pixels) {
-                        Sanitizer::Verbatim => (media_type, offset, Sanitizer::Verbatim),
+                        Sanitizer::Verbatim => (media_type, offset, Sanitizer::Verbatim, None),
                         // Never continue a photo without its filter's state.
                         _ => {
                             return Err(ApiError::Internal(format!(
@@ -764,6 +787,14 @@ impl Pipeline {
         pipeline.filter = Some(filter);
         pipeline.stored = stored;
         pipeline.fresh = false;
+        pipeline.hash = match hash {
+            Some(hash) => hash,
+            // Recorded by an earlier version: the bytes so far are read
+            // back once.
+            None => hash_of_staged(state, &staged, stored)
+                .await
+                .map_err(ApiError::Storage)?,
+        };
         pipeline.staged = staged;
         if took_over {
             // The request that held the upload before may still be
@@ -775,7 +806,7 @@ impl Pipeline {
                 .map_err(ApiError::Storage)?;
             let mut copy = state
                 .media
-                .append(&fresh_key, 0)
+                .append(&fresh_key, 0, FileHash::default())
                 .await
                 .map_err(ApiError::Storage)?;
             let mut buffer = vec![0u8; CHUNK];
@@ -794,7 +825,7 @@ impl Pipeline {
                 copy.abort().await;
                 return Err(ApiError::Storage(error));
             }
-            copy.commit().await.map_err(ApiError::Storage)?;
+            pipeline.hash = copy.commit().await.map_err(ApiError::Storage)?;
             pipeline.staged = fresh_key;
         }
         Ok(pipeline)
@@ -874,16 +905,14 @@ impl Pipeline {
         }
     }
 
-    /// The state to save after this PATCH, for a filter that has one.
+    /// The state to save after this PATCH, once the type is known.
     fn saved(&self) -> Option<String> {
-        match self.filter.as_ref()? {
-            Sanitizer::Verbatim => None,
-            filter => serde_json::to_string(&ToSave {
-                stored: self.stored,
-                filter,
-            })
-            .ok(),
-        }
+        serde_json::to_string(&ToSave {
+            stored: self.stored,
+            sha256: self.hash.saved(),
+            filter: self.filter.as_ref()?,
+        })
+        .ok()
     }
 }
 
@@ -964,10 +993,10 @@ fn advance(
         .filter(upload::Column::LockToken.eq(token))
 }
 
-/// SHA-256 of an object, read back (from the page cache, usually).
-async fn sha256_of(media: &Arc<dyn MediaStore>, key: &str) -> std::io::Result<String> {
-    let (mut reader, _) = media.open(key).await?;
-    let mut hasher = Sha256::new();
+/// The hash of the first `len` bytes of a staged object, read back.
+async fn hash_of_staged(state: &AppState, key: &str, len: u64) -> std::io::Result<FileHash> {
+    let mut reader = state.media.open_staged(key, len).await?;
+    let mut hasher = FileHash::default();
     let mut buffer = vec![0u8; 256 * 1024];
     loop {
         let read = reader.read(&mut buffer).await?;
@@ -976,7 +1005,7 @@ async fn sha256_of(media: &Arc<dyn MediaStore>, key: &str) -> std::io::Result<St
         }
         hasher.update(&buffer[..read]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher)
 }
 
 /// The last bytes have arrived, passed the filter and are stored as
@@ -989,21 +1018,9 @@ async fn complete(
     pipeline: Pipeline,
     attachment_id: Uuid,
     photo: Option<PhotoFacts>,
-    sha256: Option<String>,
+    sha256: Sha256Hex,
 ) -> Result<Progress, ApiError> {
     let key = super::storage_key(attachment_id);
-    let sha256 = match sha256 {
-        Some(sha256) => Ok(sha256),
-        None => sha256_of(&state.media, &key).await,
-    };
-    let sha256 = match sha256 {
-        Ok(sha256) => sha256,
-        Err(error) => {
-            forget(state, &key).await;
-            release(state, upload.id, token).await;
-            return Err(ApiError::Storage(error));
-        }
-    };
     let stored = Stored {
         id: attachment_id,
         key,

@@ -7,6 +7,7 @@ use image::codecs::png::PngEncoder;
 use image::{ImageBuffer, ImageEncoder, Rgb, RgbImage};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::helpers::TestApp;
 
@@ -400,7 +401,14 @@ pub async fn send_rest(
 pub async fn download(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
     let response = app.get(&format!("/v1/attachments/{id}"), token).await;
     assert_eq!(response.status(), StatusCode::OK);
-    response.bytes().await.unwrap().to_vec()
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    let served = response.bytes().await.unwrap().to_vec();
+    assert_eq!(
+        etag,
+        format!("\"{}\"", hex::encode(sha2::Sha256::digest(&served))),
+        "the SHA-256 recorded for the attachment (its ETag) is that of the bytes served"
+    );
+    served
 }
 
 /// Uploads in one request and returns the created attachment.
