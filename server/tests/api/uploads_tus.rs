@@ -451,7 +451,16 @@ async fn bad_requests_and_chunks_get_clear_problems_and_change_nothing() {
 
 #[tokio::test]
 async fn two_phones_resuming_one_upload_at_once_cannot_corrupt_it() {
-    let app = spawn_app(Backend::Postgres).await;
+    two_phones_resuming_one_upload_at_once(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn two_phones_resuming_one_upload_at_once_cannot_corrupt_it_on_sqlite() {
+    two_phones_resuming_one_upload_at_once(Backend::Sqlite).await;
+}
+
+async fn two_phones_resuming_one_upload_at_once(backend: Backend) {
+    let app = spawn_app(backend).await;
     let mother = app.login("mother1").await;
     let file = document(600_000);
     let path = new_upload(&app, &mother, file.len(), b"report.pdf").await;
