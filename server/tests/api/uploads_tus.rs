@@ -223,7 +223,7 @@ async fn a_file_interrupted_at_several_places_resumes_to_the_identical_attachmen
         assert!(!contains(&served, secret));
     }
 
-    // The same photo in one PATCH, as most clients send a photo, after a
+    // The same photo in one PATCH, as tus-android-client sends it, after a
     // first try cut off with a checksum: nothing of that try is kept, and
     // the photo becomes the attachment a one-shot upload makes, with no
     // staged or partial file left.
