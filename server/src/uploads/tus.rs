@@ -737,7 +737,7 @@ impl Pipeline {
         // A photo's filter left its state; a PDF passes as it came. The
         // staged bytes of a photo are filtered and may not even show the
         // type yet (a long EXIF block being dropped), so the state decides.
-        let (media_type, stored, filter, hash) =
+        let (media_type, stored, filter, mut hash) =
             match load_saved(state, upload.id, offset, filter_state.as_deref()).await? {
                 Some(Saved {
                     stored,
@@ -749,15 +749,16 @@ impl Pipeline {
                         Sanitizer::Png(_) => "image/png",
                         Sanitizer::Verbatim => "application/pdf",
                     };
-                    let hash = match sha256 {
-                        Some(saved) => Some(FileHash::restore(&saved).ok_or_else(|| {
-                            ApiError::Internal(format!(
-                                "upload {} has an unreadable saved hash",
-                                upload.id
-                            ))
-                        })?),
-                        None => None,
-                    };
+                    let hash = sha256
+                        .map(|saved| {
+                            FileHash::restore(&saved).ok_or_else(|| {
+                                ApiError::Internal(format!(
+                                    "upload {} has an unreadable saved hash",
+                                    upload.id
+                                ))
+                            })
+                        })
+                        .transpose()?;
                     (media_type, stored, filter, hash)
                 }
                 None => {
@@ -787,14 +788,6 @@ impl Pipeline {
         pipeline.filter = Some(filter);
         pipeline.stored = stored;
         pipeline.fresh = false;
-        pipeline.hash = match hash {
-            Some(hash) => hash,
-            // Recorded by an earlier version: the bytes so far are read
-            // back once.
-            None => hash_of_staged(state, &staged, stored)
-                .await
-                .map_err(ApiError::Storage)?,
-        };
         pipeline.staged = staged;
         if took_over {
             // The request that held the upload before may still be
@@ -825,9 +818,18 @@ impl Pipeline {
                 copy.abort().await;
                 return Err(ApiError::Storage(error));
             }
-            pipeline.hash = copy.commit().await.map_err(ApiError::Storage)?;
+            // The copy's hash is that of the bytes so far.
+            hash = Some(copy.commit().await.map_err(ApiError::Storage)?);
             pipeline.staged = fresh_key;
         }
+        pipeline.hash = match hash {
+            Some(hash) => hash,
+            // Recorded by an earlier version: the bytes so far are read
+            // back once.
+            None => hash_of_staged(state, &pipeline.staged, stored)
+                .await
+                .map_err(ApiError::Storage)?,
+        };
         Ok(pipeline)
     }
 
