@@ -32,8 +32,10 @@ async fn the_run_loop_pushes_reports_health_and_metrics_and_stops_when_told() {
     let health: serde_json::Value = health.json().await.unwrap();
     assert_eq!(health["status"], "ok");
     // The push reached FCM before the notifier counted it (it records the
-    // attempt first): read the metrics until the count shows.
+    // attempt first), and the event's time to push is recorded once all
+    // its pushes are: read the metrics until both show.
     let delivered = r#"notifier_pushes_total{provider="fcm",outcome="delivered"}"#;
+    let timed = "notifier_decision_to_push_seconds";
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         let metrics = client
@@ -44,16 +46,14 @@ async fn the_run_loop_pushes_reports_health_and_metrics_and_stops_when_told() {
             .text()
             .await
             .unwrap();
-        if metrics.contains(delivered) || std::time::Instant::now() > deadline {
+        let shown = metrics.contains(delivered) && metrics.contains(timed);
+        if shown || std::time::Instant::now() > deadline {
             break metrics;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(metrics.contains(delivered), "{metrics}");
-    assert!(
-        metrics.contains("notifier_decision_to_push_seconds"),
-        "{metrics}"
-    );
+    assert!(metrics.contains(timed), "{metrics}");
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), worker)
