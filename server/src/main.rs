@@ -1,12 +1,16 @@
 use onestop_server::{access_log, app, telemetry, Application, Settings};
 
-const USAGE: &str = "usage: onestop-server [serve | migrate | verify-access-log | rotate-keys | disable-account USERNAME]
+const USAGE: &str = "usage: onestop-server [serve | migrate | verify-access-log | rotate-keys | disable-account USERNAME | sweep-media]
   serve                     run the API (the default)
   migrate                   apply pending database migrations and exit
   verify-access-log         check every person's access-record chain; exits 1 if one is broken
   rotate-keys               new data key for identifiers, every data key re-wrapped by RRN_KEK,
                             every stored number re-encrypted (set RRN_KEK_PREVIOUS to retire a KEK)
-  disable-account USERNAME  disable an account; its sign-ins and tokens stop at once";
+  disable-account USERNAME  disable an account; its sign-ins and tokens stop at once
+  sweep-media [--dry-run] [--older-than-hours N]
+                            remove stored files no record names (left by a process that stopped
+                            between storing a file and recording it), last written over N hours
+                            ago (24); --dry-run only lists them";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -27,6 +31,7 @@ async fn main() -> std::process::ExitCode {
         "migrate" => migrate(settings).await,
         "verify-access-log" => verify_access_log(settings).await,
         "rotate-keys" => rotate_keys(settings).await,
+        "sweep-media" => sweep_media(settings).await,
         "disable-account" => match std::env::args().nth(2) {
             Some(username) => disable(settings, &username).await,
             None => {
@@ -100,6 +105,67 @@ async fn rotate_keys(settings: Settings) -> std::process::ExitCode {
         }
         Err(error) => {
             eprintln!("rotation failed, nothing changed: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sweep_media(settings: Settings) -> std::process::ExitCode {
+    let (mut dry_run, mut hours) = (false, 24u64);
+    let mut arguments = std::env::args().skip(2);
+    while let Some(argument) = arguments.next() {
+        match argument.as_str() {
+            "--dry-run" => dry_run = true,
+            "--older-than-hours" => match arguments.next().and_then(|h| h.parse().ok()) {
+                Some(given) => hours = given,
+                None => {
+                    eprintln!("{USAGE}");
+                    return std::process::ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("{USAGE}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
+    let outcome = async {
+        let db = app::connect_database(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        let media = onestop_server::media::from_settings(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        let grace = std::time::Duration::from_secs(hours * 3600);
+        onestop_server::uploads::orphans::sweep(&db, media.as_ref(), grace, !dry_run)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match outcome {
+        Ok(report) => {
+            println!(
+                "{} stored files examined; {} without a record and last written over {hours} h ago; \
+                 {} younger ones kept",
+                report.examined,
+                report.orphans.len(),
+                report.young
+            );
+            if let Some(reason) = &report.refused {
+                eprintln!("nothing was removed: {reason}");
+                return std::process::ExitCode::FAILURE;
+            }
+            if dry_run {
+                for key in &report.orphans {
+                    println!("  {key}");
+                }
+            } else {
+                println!("{} removed", report.removed);
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("the sweep stopped: {error}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use tokio::fs;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
@@ -34,6 +35,17 @@ pub async fn from_settings(
 /// A readable stream of an object's bytes.
 pub type MediaReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// An object found by [`MediaStore::list`].
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    /// When its bytes were last written.
+    pub modified: std::time::SystemTime,
+}
+
+/// The objects under a prefix, as the store finds them.
+pub type Listing = futures_util::stream::BoxStream<'static, std::io::Result<Listed>>;
+
 #[async_trait]
 pub trait MediaStore: Send + Sync {
     /// Starts writing a new object; nothing is visible until `commit`.
@@ -50,6 +62,10 @@ pub trait MediaStore: Send + Sync {
     async fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
     /// Whether the store can be written to, for readiness.
     async fn check(&self) -> std::io::Result<()>;
+    /// Every committed object whose key starts with `prefix`, which ends
+    /// with `/`, in no particular order; a store of millions of objects
+    /// is listed without holding them all.
+    fn list(&self, prefix: &str) -> Listing;
 
     /// Continues a staged object, one written in several sittings (a
     /// resumable upload), whose first `at` bytes were committed before
@@ -242,6 +258,52 @@ fn remove_stale(dir: &Path, age: std::time::Duration) -> usize {
         })
         .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
         .count()
+}
+
+/// Objects a listing finds ahead of its reader.
+const LISTED_AHEAD: usize = 256;
+
+/// Walks the folder of `prefix` under `root`, depth first, sending each
+/// file as it is found; stops when the reader goes away. A prefix with no
+/// folder has no objects.
+fn list_files(
+    root: &Path,
+    prefix: &str,
+    found: &tokio::sync::mpsc::Sender<std::io::Result<Listed>>,
+) {
+    let mut folders = vec![prefix.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let entries = match std::fs::read_dir(root.join(&folder)) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                let _ = found.blocking_send(Err(error));
+                return;
+            }
+        };
+        for entry in entries {
+            let entry = entry.and_then(|entry| {
+                let name = entry.file_name().into_string().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a file name in the store is not UTF-8",
+                    )
+                })?;
+                Ok((format!("{folder}/{name}"), entry.metadata()?))
+            });
+            let listed = match entry {
+                Ok((key, meta)) if meta.is_dir() => {
+                    folders.push(key);
+                    continue;
+                }
+                Ok((key, meta)) => meta.modified().map(|modified| Listed { key, modified }),
+                Err(error) => Err(error),
+            };
+            if found.blocking_send(listed).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The folder a key's file lies in.
@@ -525,6 +587,22 @@ impl MediaStore for LocalDisk {
 
     async fn check(&self) -> std::io::Result<()> {
         fs::metadata(self.root.join(".partial")).await.map(|_| ())
+    }
+
+    fn list(&self, prefix: &str) -> Listing {
+        let (found, listing) = tokio::sync::mpsc::channel(LISTED_AHEAD);
+        let start = check_key(prefix.trim_end_matches('/'))
+            .map(|()| (self.root.clone(), prefix.trim_end_matches('/').to_owned()));
+        tokio::task::spawn_blocking(move || match start {
+            Ok((root, prefix)) => list_files(&root, &prefix, &found),
+            Err(error) => {
+                let _ = found.blocking_send(Err(error));
+            }
+        });
+        futures_util::stream::unfold(listing, |mut listing| async move {
+            listing.recv().await.map(|listed| (listed, listing))
+        })
+        .boxed()
     }
 
     async fn append(

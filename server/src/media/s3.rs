@@ -206,6 +206,20 @@ impl MediaStore for S3Store {
         Ok(())
     }
 
+    fn list(&self, prefix: &str) -> super::Listing {
+        let prefix = Path::from(prefix.trim_end_matches('/'));
+        self.store
+            .list(Some(&prefix))
+            .map(|meta| {
+                meta.map(|meta| super::Listed {
+                    key: meta.location.to_string(),
+                    modified: meta.last_modified.into(),
+                })
+                .map_err(to_io)
+            })
+            .boxed()
+    }
+
     async fn append(
         &self,
         key: &str,

@@ -14,6 +14,7 @@ mod operations;
 mod redis_down;
 mod security;
 mod uploads_fixtures;
+mod uploads_orphans;
 mod uploads_photos;
 mod uploads_s3;
 mod uploads_tus;

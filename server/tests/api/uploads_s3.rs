@@ -171,4 +171,33 @@ async fn photos_and_documents_round_trip_through_s3() {
         keys(&moto, "uploads/").await.is_empty(),
         "the pieces are gone"
     );
+
+    // A photo a stopped process put in the bucket but never recorded is
+    // swept; every recorded object stays. (S3 sets an object's time
+    // itself, so the grace period is none here, once every thumbnail is
+    // made.)
+    assert_eq!(
+        thumbnail(&app, &mother, &resumed).await.status(),
+        StatusCode::OK
+    );
+    let orphan = format!("attachments/00/00/0000{}", "0".repeat(28));
+    let mut writer = app.state.media.create(&orphan).await.unwrap();
+    writer.write(&photo).await.unwrap();
+    writer.commit().await.unwrap();
+    let recorded = keys(&moto, "attachments/").await.len() - 1;
+    let report = onestop_server::uploads::orphans::sweep(
+        &app.state.db,
+        app.state.media.as_ref(),
+        Duration::ZERO,
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.orphans, vec![orphan.clone()], "{report:?}");
+    assert_eq!(report.removed, 1);
+    let left = keys(&moto, "attachments/").await;
+    assert_eq!(left.len(), recorded);
+    assert!(!left.contains(&orphan));
+    assert_eq!(download(&app, &mother, &id).await, document);
+    assert_eq!(download(&app, &mother, &resumed).await, served);
 }
