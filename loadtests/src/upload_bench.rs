@@ -665,6 +665,15 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Each round's figure as a percentage of the same round's in `of`.
+fn shares(values: &[f64], of: &[f64]) -> Vec<f64> {
+    values
+        .iter()
+        .zip(of)
+        .map(|(value, of)| value / of * 100.0)
+        .collect()
+}
+
 /// Throughput figures of every round at one concurrency, in MB/s; a
 /// round's figures are at the same index.
 struct Throughput {
@@ -977,11 +986,7 @@ async fn main() {
         );
         let share = |values: &[f64], name: &str, goal: &str| {
             let (best, worst) = spread(values);
-            let ratios: Vec<f64> = values
-                .iter()
-                .zip(&result.ceilings)
-                .map(|(mb_s, ceiling)| mb_s / ceiling * 100.0)
-                .collect();
+            let ratios = shares(values, &result.ceilings);
             let (high, low) = spread(&ratios);
             println!(
                 "  {name:<52} {best:7.1} MB/s  ({worst:.1})  {:5.1}% of ceiling ({low:.1}-{high:.1}%), best over best {:.1}% {goal}",
@@ -1006,11 +1011,7 @@ async fn main() {
             .iter()
             .enumerate()
             .map(|(i, (_, way))| {
-                let ratios: Vec<f64> = result.measured[i]
-                    .iter()
-                    .zip(&result.plain)
-                    .map(|(mb_s, plain)| mb_s / plain * 100.0)
-                    .collect();
+                let ratios = shares(&result.measured[i], &result.plain);
                 let (high, low) = spread(&ratios);
                 format!(
                     "{} {:.1}% ({low:.1}-{high:.1}%)",
