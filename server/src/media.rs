@@ -297,6 +297,9 @@ fn list_files(
                     continue;
                 }
                 Ok((key, meta)) => meta.modified().map(|modified| Listed { key, modified }),
+                // Removed since the folder was read (an upload swept or
+                // completed meanwhile): no longer there to list.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(error) => Err(error),
             };
             if found.blocking_send(listed).is_err() {
