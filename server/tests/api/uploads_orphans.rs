@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use onestop_server::uploads::thumbnails::thumbnail_key;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -78,22 +79,16 @@ async fn a_photo_left_without_its_record_is_swept_and_recorded_photos_stay() {
     let served = download(&app, &mother, &id.to_string()).await;
     let recorded = attachment_key(id);
     age_file(&app.settings.media_dir.join(&recorded), 2 * DAY);
-    let hex = id.simple().to_string();
-    let recorded_thumbnail = format!("thumbnails/{}/{}/{hex}", &hex[..2], &hex[2..4]);
+    let recorded_thumbnail = thumbnail_key(id);
     age_file(&app.settings.media_dir.join(&recorded_thumbnail), 2 * DAY);
 
     // What stopped processes left: a photo named but never recorded, its
     // thumbnail, and a piece of an upload whose record is gone; and a
     // photo stored a moment ago, whose request may be recording it now.
     let orphan = Uuid::new_v4();
-    let orphan_hex = orphan.simple().to_string();
     let left = [
         attachment_key(orphan),
-        format!(
-            "thumbnails/{}/{}/{orphan_hex}",
-            &orphan_hex[..2],
-            &orphan_hex[2..4]
-        ),
+        thumbnail_key(orphan),
         format!("uploads/{}/0", Uuid::new_v4().simple()),
     ];
     for key in &left {
