@@ -88,7 +88,8 @@ pub fn clean_file_name(raw: Option<&str>, media_type: &str) -> String {
     }
 }
 
-fn storage_key(id: Uuid) -> String {
+/// Where an attachment's file lies in the media store.
+pub fn storage_key(id: Uuid) -> String {
     let hex = id.simple().to_string();
     format!("attachments/{}/{}/{hex}", &hex[..2], &hex[2..4])
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use onestop_server::uploads::storage_key;
 use onestop_server::uploads::thumbnails::thumbnail_key;
 use reqwest::StatusCode;
 use uuid::Uuid;
@@ -33,11 +34,6 @@ fn age_file(path: &Path, age: Duration) {
         .unwrap();
 }
 
-fn attachment_key(id: Uuid) -> String {
-    let hex = id.simple().to_string();
-    format!("attachments/{}/{}/{hex}", &hex[..2], &hex[2..4])
-}
-
 fn exists(app: &TestApp, key: &str) -> bool {
     app.settings.media_dir.join(key).is_file()
 }
@@ -56,7 +52,7 @@ async fn a_photo_left_without_its_record_is_swept_and_recorded_photos_stay() {
 
     // A store whose old files no record names at all belongs to another
     // database: the sweep refuses to touch it.
-    let strangers: Vec<String> = (0..12).map(|_| attachment_key(Uuid::new_v4())).collect();
+    let strangers: Vec<String> = (0..12).map(|_| storage_key(Uuid::new_v4())).collect();
     for key in &strangers {
         leave(&app, key, &photo, 2 * DAY);
     }
@@ -77,7 +73,7 @@ async fn a_photo_left_without_its_record_is_swept_and_recorded_photos_stay() {
         StatusCode::OK
     );
     let served = download(&app, &mother, &id.to_string()).await;
-    let recorded = attachment_key(id);
+    let recorded = storage_key(id);
     age_file(&app.settings.media_dir.join(&recorded), 2 * DAY);
     let recorded_thumbnail = thumbnail_key(id);
     age_file(&app.settings.media_dir.join(&recorded_thumbnail), 2 * DAY);
@@ -87,14 +83,14 @@ async fn a_photo_left_without_its_record_is_swept_and_recorded_photos_stay() {
     // photo stored a moment ago, whose request may be recording it now.
     let orphan = Uuid::new_v4();
     let left = [
-        attachment_key(orphan),
+        storage_key(orphan),
         thumbnail_key(orphan),
         format!("uploads/{}/0", Uuid::new_v4().simple()),
     ];
     for key in &left {
         leave(&app, key, &photo, 2 * DAY);
     }
-    let young = attachment_key(Uuid::new_v4());
+    let young = storage_key(Uuid::new_v4());
     leave(&app, &young, &photo, Duration::from_secs(60));
 
     // A dry run lists them and removes nothing.
