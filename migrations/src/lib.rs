@@ -10,6 +10,7 @@ mod m20261120_000003_uploads;
 mod m20261121_000004_identity_keys;
 mod m20261122_000005_delivery;
 mod m20261123_000006_upload_filter_state;
+mod m20261124_000007_keyed_access_chain;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_identity_keys::Migration),
             Box::new(m20261122_000005_delivery::Migration),
             Box::new(m20261123_000006_upload_filter_state::Migration),
+            Box::new(m20261124_000007_keyed_access_chain::Migration),
         ]
     }
 }

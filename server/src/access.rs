@@ -53,8 +53,8 @@ pub async fn agency_case(
 }
 
 /// [`readable_attachment`] for showing its bytes: when someone other than
-/// the uploader looks, the access goes into the uploader's access log
-/// first.
+/// the uploader looks, the access is committed to the uploader's access
+/// log before a byte is shown.
 pub async fn viewed_attachment(
     state: &crate::state::AppState,
     request: &poem::Request,
@@ -66,6 +66,7 @@ pub async fn viewed_attachment(
     if found.owner_id != principal.user_id {
         crate::access_log::record(
             &state.db,
+            &state.access_log,
             crate::access_log::Access {
                 subject: found.owner_id,
                 actor: crate::access_log::Actor::person(principal),

@@ -1,13 +1,29 @@
 //! Who looked at whose data. Every time an official opens a case or a
 //! photo, or the service looks a person's facts up, a record is appended:
-//! who, which agency, from where, what, why. Records form one hash chain
-//! per person (each holds the hash of the one before), so an altered or
-//! removed record is detectable; the database refuses updates and deletes.
+//! who, which agency, from where, what, why. Records form one chain per
+//! person: each record's link is an HMAC-SHA-256, under a key kept outside
+//! the database, over the record and the link of the one before. Someone
+//! who can write to the database but does not hold the key cannot alter,
+//! reorder or remove a record and make the chain hold again; removing a
+//! person's newest records is found against heads exported earlier
+//! ([`export_heads`]). The database also refuses updates and deletes.
+//!
+//! Records written before links were keyed have no key id: their link is a
+//! plain SHA-256 and is checked as such. They are covered by the first keyed
+//! record after them (its link includes theirs) and by exported heads; a
+//! plain link after a keyed one in the same chain is a break.
 
-use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use chrono::{SecondsFormat, Timelike, Utc};
+use hmac::{Hmac, Mac};
 use onestop_model::entities::access_record;
 use sea_orm::prelude::*;
-use sea_orm::{ActiveValue::Set, DatabaseBackend, DatabaseTransaction, QueryOrder, SqlErr};
+use sea_orm::{
+    ActiveModelTrait, DatabaseBackend, DatabaseTransaction, QueryOrder, SqlErr, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
@@ -52,59 +68,144 @@ pub struct Access<'a> {
     pub purpose: &'a str,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn digest(
-    prev_hash: &str,
-    seq: i64,
-    subject: Uuid,
-    actor_id: Option<Uuid>,
-    actor_role: &str,
-    actor_agency_id: Option<&str>,
-    client_address: &str,
-    action: &str,
-    object_id: &str,
-    purpose: &str,
-    created_at: &DateTime<Utc>,
-) -> String {
-    // A JSON array keeps field boundaries unambiguous.
-    let canonical = serde_json::json!([
-        prev_hash,
-        seq,
-        subject,
-        actor_id,
-        actor_role,
-        actor_agency_id,
-        client_address,
-        action,
-        object_id,
-        purpose,
-        created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-    ]);
-    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+/// One key that links records, named by the id each record stores.
+#[derive(Clone)]
+struct ChainKey {
+    id: String,
+    mac: Hmac<Sha256>,
 }
 
-fn hash_of(record: &access_record::Model) -> String {
-    digest(
-        &record.prev_hash,
-        record.seq,
-        record.subject_user_id,
-        record.actor_id,
-        &record.actor_role,
-        record.actor_agency_id.as_deref(),
-        &record.client_address,
-        &record.action,
-        &record.object_id,
-        &record.purpose,
-        &record.created_at,
-    )
+impl ChainKey {
+    fn new(id: &str, secret: &[u8]) -> Self {
+        ChainKey {
+            id: id.to_owned(),
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length"),
+        }
+    }
+
+    fn sign(&self, message: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(message.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// The keys of the chain: the one new records are linked with, and the
+/// previous one while rotating (records keep the key that linked them, so
+/// both must be known to verify until no record of the old key is wanted).
+#[derive(Clone)]
+pub struct ChainKeys {
+    current: ChainKey,
+    previous: Option<ChainKey>,
+}
+
+impl std::fmt::Debug for ChainKeys {
+    // Key ids only: the keys themselves never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainKeys")
+            .field("current", &self.current.id)
+            .field("previous", &self.previous.as_ref().map(|k| &k.id))
+            .finish()
+    }
+}
+
+impl ChainKeys {
+    /// `current` (and `previous` during a rotation) as `(id, secret)`.
+    pub fn new(current: (&str, &[u8]), previous: Option<(&str, &[u8])>) -> Self {
+        ChainKeys {
+            current: ChainKey::new(current.0, current.1),
+            previous: previous.map(|(id, secret)| ChainKey::new(id, secret)),
+        }
+    }
+
+    /// The embedded default: the key is the text of a file outside the
+    /// database (64 random hex digits), made on first start when `create`.
+    /// The same text given as `ACCESS_LOG_KEY` is the same key.
+    pub fn from_key_file(id: &str, path: &Path, create: bool) -> std::io::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && create => {
+                let mut key = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+                let text = hex::encode(key);
+                crate::identity::write_key_file(path, text.as_bytes())?;
+                text
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(std::io::Error::new(
+                    error.kind(),
+                    format!(
+                        "ACCESS_LOG_KEY is not set and {} does not exist (the server makes it \
+                         on first start)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(error) => return Err(error),
+        };
+        let secret = text.trim();
+        if secret.len() < 32 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} holds fewer than 32 bytes", path.display()),
+            ));
+        }
+        Ok(Self::new((id, secret.as_bytes()), None))
+    }
+
+    pub fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    fn get(&self, id: &str) -> Option<&ChainKey> {
+        std::iter::once(&self.current)
+            .chain(self.previous.as_ref())
+            .find(|key| key.id == id)
+    }
+}
+
+/// The record's fields as a JSON array, which keeps their boundaries
+/// unambiguous; a keyed record's key id is part of what it links.
+fn canonical(record: &access_record::Model) -> String {
+    let mut fields = vec![
+        serde_json::json!(record.prev_hash),
+        serde_json::json!(record.seq),
+        serde_json::json!(record.subject_user_id),
+        serde_json::json!(record.actor_id),
+        serde_json::json!(record.actor_role),
+        serde_json::json!(record.actor_agency_id),
+        serde_json::json!(record.client_address),
+        serde_json::json!(record.action),
+        serde_json::json!(record.object_id),
+        serde_json::json!(record.purpose),
+        serde_json::json!(record
+            .created_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true)),
+    ];
+    if let Some(key_id) = &record.key_id {
+        fields.push(serde_json::json!(key_id));
+    }
+    serde_json::Value::Array(fields).to_string()
+}
+
+/// What the record's link must be: the HMAC under the key it names, or the
+/// plain SHA-256 of a record from before keyed links.
+fn link_of(keys: &ChainKeys, record: &access_record::Model) -> Result<String, &'static str> {
+    match &record.key_id {
+        None => Ok(hex::encode(Sha256::digest(canonical(record).as_bytes()))),
+        Some(id) => keys
+            .get(id)
+            .map(|key| key.sign(&canonical(record)))
+            .ok_or("this record names a key that is not configured"),
+    }
 }
 
 /// Holds one person's chain for the rest of a transaction, so records
 /// made for that person at the same moment line up instead of all taking
-/// the same place. SQLite's write lock, taken when the transaction begins,
-/// already holds every chain; PostgreSQL takes a transaction-scoped
-/// advisory lock on the person. Two people whose ids fold to the same key
-/// merely wait for each other.
+/// the same place. SQLite's write lock, taken when a write transaction
+/// begins ([`onestop_model::begin_write`]), already holds every chain;
+/// PostgreSQL takes a transaction-scoped advisory lock on the person. Two
+/// people whose ids fold to the same key merely wait for each other.
 async fn hold_chain(txn: &DatabaseTransaction, subject: Uuid) -> Result<(), DbErr> {
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
@@ -116,23 +217,26 @@ async fn hold_chain(txn: &DatabaseTransaction, subject: Uuid) -> Result<(), DbEr
     Ok(())
 }
 
-/// Appends a record to the subject's chain: the last record is read and
-/// the next one written in one transaction that holds the chain
-/// ([`hold_chain`]). Should a place be taken all the same (a writer that
-/// does not hold the chain), the record takes the next one.
-pub async fn record(
-    db: &DatabaseConnection,
+/// Appends a record to the subject's chain inside the caller's
+/// transaction, so the record commits or vanishes together with what it
+/// records. The chain is held ([`hold_chain`]) until that transaction
+/// ends. Should the place be taken all the same (a writer that does not
+/// hold the chain), only the insert is undone, through a savepoint, and the
+/// record takes the next place: a failed statement would otherwise spoil
+/// the caller's whole transaction on PostgreSQL.
+pub async fn append(
+    txn: &DatabaseTransaction,
+    keys: &ChainKeys,
     access: Access<'_>,
 ) -> Result<access_record::Model, DbErr> {
+    hold_chain(txn, access.subject).await?;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let txn = onestop_model::begin_write(db).await?;
-        hold_chain(&txn, access.subject).await?;
         let last = access_record::Entity::find()
             .filter(access_record::Column::SubjectUserId.eq(access.subject))
             .order_by_desc(access_record::Column::Seq)
-            .one(&txn)
+            .one(txn)
             .await?;
         let (seq, prev_hash) = match &last {
             Some(last) => (last.seq + 1, last.hash.clone()),
@@ -157,41 +261,46 @@ pub async fn record(
             created_at,
             prev_hash,
             hash: String::new(),
+            key_id: Some(keys.current.id.clone()),
         };
-        row.hash = hash_of(&row);
-        let inserted = access_record::ActiveModel {
-            id: Set(row.id),
-            subject_user_id: Set(row.subject_user_id),
-            seq: Set(row.seq),
-            actor_id: Set(row.actor_id),
-            actor_role: Set(row.actor_role.clone()),
-            actor_agency_id: Set(row.actor_agency_id.clone()),
-            client_address: Set(row.client_address.clone()),
-            action: Set(row.action.clone()),
-            object_id: Set(row.object_id.clone()),
-            purpose: Set(row.purpose.clone()),
-            created_at: Set(row.created_at),
-            prev_hash: Set(row.prev_hash.clone()),
-            hash: Set(row.hash.clone()),
-        }
-        .insert(&txn)
-        .await;
+        row.hash = keys.current.sign(&canonical(&row));
+        let savepoint = txn.begin().await?;
+        let inserted = access_record::ActiveModel::from(row.clone())
+            .reset_all()
+            .insert(&savepoint)
+            .await;
         match inserted {
             Ok(_) => {
-                txn.commit().await?;
+                savepoint.commit().await?;
                 metrics::counter!("access_records_total", "action" => access.action.to_owned())
                     .increment(1);
                 return Ok(row);
             }
-            Err(error)
+            Err(error) => {
+                savepoint.rollback().await?;
                 if attempts < 10
-                    && matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
-            {
-                continue;
+                    && matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+                {
+                    continue;
+                }
+                return Err(error);
             }
-            Err(error) => return Err(error),
         }
     }
+}
+
+/// Appends a record in a transaction of its own: for an access that
+/// changes nothing else (the record is committed before the data is
+/// shown).
+pub async fn record(
+    db: &DatabaseConnection,
+    keys: &ChainKeys,
+    access: Access<'_>,
+) -> Result<access_record::Model, DbErr> {
+    let txn = onestop_model::begin_write(db).await?;
+    let row = append(&txn, keys, access).await?;
+    txn.commit().await?;
+    Ok(row)
 }
 
 /// A place where a chain does not hold.
@@ -202,36 +311,95 @@ pub struct Break {
     pub reason: &'static str,
 }
 
+/// A person's newest record: where the chain ends now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub subject: Uuid,
+    pub seq: i64,
+    pub link: String,
+    pub key_id: Option<String>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ChainReport {
     pub records: u64,
     pub people: u64,
+    /// People whose chain has no keyed record yet: every record of theirs
+    /// is from before keyed links and rests on plain SHA-256 (and on
+    /// exported heads, if any).
+    pub unkeyed_people: u64,
     pub breaks: Vec<Break>,
+    pub heads: Vec<ChainHead>,
 }
 
 /// Recomputes every chain (or one person's) and reports where it breaks:
-/// an altered record, one removed from the middle, or one reordered.
-pub async fn verify(db: &DatabaseConnection, subject: Option<Uuid>) -> Result<ChainReport, DbErr> {
+/// an altered record, one re-linked without the key, one removed from the
+/// middle, or one reordered.
+pub async fn verify(
+    db: &DatabaseConnection,
+    keys: &ChainKeys,
+    subject: Option<Uuid>,
+) -> Result<ChainReport, DbErr> {
+    walk(db, keys, subject, &[]).await
+}
+
+/// [`verify`], and every exported head checked: a person's chain must
+/// still reach the exported place and hold the same link there, so
+/// removing someone's newest records (which leaves a shorter chain that
+/// holds) is found too.
+pub async fn verify_against(
+    db: &DatabaseConnection,
+    keys: &ChainKeys,
+    exported: &ExportedHeads,
+) -> Result<ChainReport, DbErr> {
+    walk(db, keys, None, &exported.heads).await
+}
+
+async fn walk(
+    db: &DatabaseConnection,
+    keys: &ChainKeys,
+    subject: Option<Uuid>,
+    exported: &[SignedHead],
+) -> Result<ChainReport, DbErr> {
     let mut query = access_record::Entity::find()
         .order_by_asc(access_record::Column::SubjectUserId)
         .order_by_asc(access_record::Column::Seq);
     if let Some(subject) = subject {
         query = query.filter(access_record::Column::SubjectUserId.eq(subject));
     }
+    let wanted: HashMap<Uuid, &SignedHead> = exported.iter().map(|h| (h.subject, h)).collect();
+    let mut reached = HashSet::new();
     let mut report = ChainReport::default();
     let mut pages = query.paginate(db, 1000);
-    let mut current: Option<(Uuid, i64, String)> = None;
+    // The chain being walked: its newest record so far and whether a keyed
+    // record came before.
+    let mut current: Option<(access_record::Model, bool)> = None;
+    let finish = |report: &mut ChainReport, last: Option<(access_record::Model, bool)>| {
+        if let Some((record, keyed)) = last {
+            if !keyed {
+                report.unkeyed_people += 1;
+            }
+            report.heads.push(ChainHead {
+                subject: record.subject_user_id,
+                seq: record.seq,
+                link: record.hash,
+                key_id: record.key_id,
+            });
+        }
+    };
     while let Some(records) = pages.fetch_and_next().await? {
         for record in records {
             report.records += 1;
-            let (expected_seq, expected_prev) = match &current {
-                Some((subject, seq, hash)) if *subject == record.subject_user_id => {
-                    (seq + 1, hash.clone())
-                }
-                _ => {
-                    report.people += 1;
-                    (1, GENESIS.to_owned())
-                }
+            let same_person = current
+                .as_ref()
+                .is_some_and(|(last, _)| last.subject_user_id == record.subject_user_id);
+            if !same_person {
+                finish(&mut report, current.take());
+                report.people += 1;
+            }
+            let (expected_seq, expected_prev, keyed_before) = match &current {
+                Some((last, keyed)) => (last.seq + 1, last.hash.clone(), *keyed),
+                None => (1, GENESIS.to_owned(), false),
             };
             let mut broken = |reason| {
                 report.breaks.push(Break {
@@ -245,11 +413,148 @@ pub async fn verify(db: &DatabaseConnection, subject: Option<Uuid>) -> Result<Ch
             } else if record.prev_hash != expected_prev {
                 broken("the record before this one was altered");
             }
-            if hash_of(&record) != record.hash {
-                broken("this record was altered");
+            if record.key_id.is_none() && keyed_before {
+                broken("a plain SHA-256 link after a keyed one: the chain was re-linked without the key");
             }
-            current = Some((record.subject_user_id, record.seq, record.hash.clone()));
+            match link_of(keys, &record) {
+                Ok(link) if link == record.hash => {}
+                Ok(_) => broken("this record was altered"),
+                Err(reason) => broken(reason),
+            }
+            if let Some(head) = wanted.get(&record.subject_user_id) {
+                if head.seq == record.seq {
+                    reached.insert(record.subject_user_id);
+                    if head.link != record.hash {
+                        broken("this record differs from the exported head");
+                    }
+                }
+            }
+            let keyed = keyed_before || record.key_id.is_some();
+            current = Some((record, keyed));
+        }
+    }
+    finish(&mut report, current.take());
+    for head in exported {
+        if !reached.contains(&head.subject) && subject.is_none_or(|s| s == head.subject) {
+            report.breaks.push(Break {
+                subject: head.subject,
+                seq: head.seq,
+                reason: "the chain ends before its exported head: records were removed",
+            });
         }
     }
     Ok(report)
+}
+
+/// Format tag of an exported heads file and of what its MACs cover.
+const HEADS_FORMAT: &str = "onestop-access-heads/1";
+
+/// One person's chain head as exported, signed so the file cannot be
+/// edited either.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHead {
+    pub subject: Uuid,
+    pub seq: i64,
+    pub link: String,
+    pub mac: String,
+}
+
+/// Every person's chain head at one moment, for an auditor to keep outside
+/// the database: `mac` covers the whole list (so no person can be dropped
+/// from it), each head's own `mac` that head alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportedHeads {
+    pub format: String,
+    pub exported_at: DateTimeUtc,
+    /// The chain key that signed the file.
+    pub key_id: String,
+    pub heads: Vec<SignedHead>,
+    pub mac: String,
+}
+
+fn head_message(subject: Uuid, seq: i64, link: &str) -> String {
+    serde_json::json!([HEADS_FORMAT, subject, seq, link]).to_string()
+}
+
+fn heads_message(exported_at: &DateTimeUtc, key_id: &str, heads: &[SignedHead]) -> String {
+    let macs: Vec<&str> = heads.iter().map(|h| h.mac.as_str()).collect();
+    serde_json::json!([
+        HEADS_FORMAT,
+        exported_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        key_id,
+        macs
+    ])
+    .to_string()
+}
+
+impl ExportedHeads {
+    /// Signs the heads of a verified walk with the current key.
+    pub fn sign(keys: &ChainKeys, heads: &[ChainHead]) -> Self {
+        let key = &keys.current;
+        let heads: Vec<SignedHead> = heads
+            .iter()
+            .map(|head| SignedHead {
+                subject: head.subject,
+                seq: head.seq,
+                link: head.link.clone(),
+                mac: key.sign(&head_message(head.subject, head.seq, &head.link)),
+            })
+            .collect();
+        let now = Utc::now();
+        let exported_at = now
+            .with_nanosecond(now.nanosecond() / 1000 * 1000)
+            .unwrap_or(now);
+        ExportedHeads {
+            format: HEADS_FORMAT.to_owned(),
+            mac: key.sign(&heads_message(&exported_at, &key.id, &heads)),
+            exported_at,
+            key_id: key.id.clone(),
+            heads,
+        }
+    }
+
+    /// Reads a heads file and checks its signatures; an edited file is
+    /// refused rather than trusted.
+    pub fn open(text: &str, keys: &ChainKeys) -> Result<Self, String> {
+        let exported: ExportedHeads =
+            serde_json::from_str(text).map_err(|e| format!("not a heads file: {e}"))?;
+        if exported.format != HEADS_FORMAT {
+            return Err(format!("not a heads file of format {HEADS_FORMAT}"));
+        }
+        let key = keys.get(&exported.key_id).ok_or_else(|| {
+            format!(
+                "the heads were signed with key {}, which is not configured",
+                exported.key_id
+            )
+        })?;
+        let whole = heads_message(&exported.exported_at, &exported.key_id, &exported.heads);
+        if key.sign(&whole) != exported.mac {
+            return Err("the heads file was altered: its signature does not hold".into());
+        }
+        if let Some(head) = exported
+            .heads
+            .iter()
+            .find(|h| key.sign(&head_message(h.subject, h.seq, &h.link)) != h.mac)
+        {
+            return Err(format!(
+                "the head of person {} was altered: its signature does not hold",
+                head.subject
+            ));
+        }
+        Ok(exported)
+    }
+}
+
+/// Verifies every chain and, when all hold, signs their heads for an
+/// auditor to keep. A broken chain is not signed: its report comes back
+/// instead.
+pub async fn export_heads(
+    db: &DatabaseConnection,
+    keys: &ChainKeys,
+) -> Result<Result<ExportedHeads, ChainReport>, DbErr> {
+    let report = verify(db, keys, None).await?;
+    if !report.breaks.is_empty() {
+        return Ok(Err(report));
+    }
+    Ok(Ok(ExportedHeads::sign(keys, &report.heads)))
 }

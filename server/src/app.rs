@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use onestop_migrations::{Migrator, MigratorTrait};
 use onestop_model::catalog::{Catalog, Texts};
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::{AddData, CatchPanic, Compression, Cors};
-use poem::{get, EndpointExt, Route, Server};
+use poem::{get, EndpointExt, Route};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use secrecy::ExposeSecret;
 use tokio::sync::Notify;
@@ -17,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
+use crate::body_limit::BodyLimit;
 use crate::error::{framework_error_to_problem, ErrorChain};
 use crate::http_guard::{AllowedMethods, HttpGuard};
 use crate::identity::RrnIndexer;
@@ -80,8 +80,36 @@ pub fn vault_from_settings(settings: &Settings) -> Result<Vault, StartupError> {
     })
 }
 
+/// The keys of the access-record chain: the configured key (and the
+/// previous one while rotating), or for the embedded default a key file in
+/// `KEY_DIR`, made on first start when `create` (a verifying command must
+/// not make a new key: every record would then look altered).
+pub fn access_log_keys_from_settings(
+    settings: &Settings,
+    create: bool,
+) -> Result<crate::access_log::ChainKeys, StartupError> {
+    Ok(match &settings.access_log_key {
+        Some(key) => crate::access_log::ChainKeys::new(
+            (&settings.access_log_key_id, key.expose_secret().as_bytes()),
+            settings
+                .access_log_key_previous
+                .as_ref()
+                .zip(settings.access_log_key_previous_id.as_deref())
+                .map(|(key, id)| (id, key.expose_secret().as_bytes())),
+        ),
+        None => crate::access_log::ChainKeys::from_key_file(
+            &settings.access_log_key_id,
+            &settings
+                .key_dir
+                .join(format!("access-log-{}.key", settings.access_log_key_id)),
+            create,
+        )
+        .map_err(StartupError::Keys)?,
+    })
+}
+
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: tokio::net::TcpListener,
     state: AppState,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -182,6 +210,7 @@ impl Application {
                 .map_err(StartupError::Keys)?,
         };
         let vault = vault_from_settings(&settings)?;
+        let access_log = access_log_keys_from_settings(&settings, true)?;
         let demo_accounts = if settings.demo_enabled() {
             demo::seed(&db, &rrn_index, &vault).await?;
             demo::describe()
@@ -195,8 +224,7 @@ impl Application {
         let redis = Arc::new(RedisLink::new(&settings.redis_url, &settings.redis_prefix)?);
         metrics_handle();
 
-        let acceptor = TcpListener::bind(settings.bind_addr.clone())
-            .into_acceptor()
+        let listener = tokio::net::TcpListener::bind(settings.bind_addr.as_str())
             .await
             .map_err(|source| StartupError::Bind {
                 addr: settings.bind_addr.clone(),
@@ -210,6 +238,7 @@ impl Application {
             limits: RateLimits::from_settings(&settings),
             rrn_index,
             vault,
+            access_log,
             registry: Arc::new(DatabaseRegistry::new(db.clone())),
             media,
             thumbnails: crate::uploads::thumbnails::Thumbnailer::new(settings.thumbnail_workers),
@@ -240,7 +269,7 @@ impl Application {
             )),
         ];
         Ok(Application {
-            acceptor,
+            listener,
             state,
             cancel,
             tasks,
@@ -249,10 +278,9 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.acceptor
+        self.listener
             .local_addr()
-            .first()
-            .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
+            .map(|addr| addr.port())
             .unwrap_or_default()
     }
 
@@ -270,11 +298,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let grace = Duration::from_secs(self.state.settings.shutdown_grace_secs);
+        let settings = &self.state.settings;
+        let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        let limits = crate::serving::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+            max_connections: settings.max_connections,
+            grace,
+        };
         let app = routes(self.state.clone());
-        let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(grace))
-            .await;
+        let served = crate::serving::serve(self.listener, app, limits, shutdown).await;
         self.cancel.cancel();
         for task in self.tasks {
             if tokio::time::timeout(grace, task).await.is_err() {
@@ -297,9 +329,11 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
     if settings.docs_served() {
         route = route.nest("/docs", api.swagger_ui());
     }
-    let guard = HttpGuard {
+    let body_limit = BodyLimit {
         max_json_bytes: settings.max_json_bytes,
         max_upload_bytes: settings.max_upload_bytes,
+    };
+    let guard = HttpGuard {
         request_timeout: Duration::from_secs(settings.request_timeout_secs),
         upload_timeout: Duration::from_secs(settings.upload_timeout_secs),
         allowed_methods: Arc::new(AllowedMethods::from_spec(
@@ -339,6 +373,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(Compression::new())
         .with(api::uploads::MediaRoutes)
+        .with(body_limit)
         .with(RequestLog)
 }
 

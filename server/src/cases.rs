@@ -17,13 +17,16 @@ pub fn etag(case: &case::Model) -> String {
     format!("\"v{}\"", case.version)
 }
 
-/// Whether an `If-Match` value names the case's current ETag.
+/// Whether an `If-Match` value names the case's current ETag. If-Match
+/// compares strongly (RFC 9110 §13.1.1): a weak tag `W/"…"` only promises
+/// an equivalent representation, never the same version, so it matches
+/// nothing.
 pub fn if_match_holds(header: &str, case: &case::Model) -> bool {
     let current = etag(case);
     header
         .split(',')
         .map(str::trim)
-        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
+        .any(|tag| tag == "*" || tag == current)
 }
 
 /// Localised names of agencies, services and forms, loaded once per

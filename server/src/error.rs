@@ -34,12 +34,13 @@ pub const PROBLEM_KINDS: &[(&str, u16, &str)] = &[
     ("not-found", 404, "No such object, or not one the caller may see."),
     ("method-not-allowed", 405, "The address exists but not with this method."),
     ("conflict", 409, "The object is in a state that does not allow this (e.g. a decided case)."),
+    ("claimed-by-another", 409, "Another official holds a live claim on the case: wait for it to lapse, or take the case over (POST /v1/review/cases/{id}/take-over)."),
     ("idempotency-key-in-progress", 409, "A request with this Idempotency-Key is still running: retry later."),
-    ("length-required", 411, "The body was sent without Content-Length."),
+    ("length-required", 411, "The body was sent without Content-Length (files may stream without one)."),
     ("stale-etag", 412, "If-Match names an old version: reload and try again."),
     ("tus-version-unsupported", 412, "A resumable upload request without `Tus-Resumable: 1.0.0`; `Tus-Version` lists the versions served."),
     ("payload-too-large", 413, "The body or file is larger than allowed."),
-    ("unsupported-media-type", 415, "The body or file is of a type not accepted (decided from the bytes for files)."),
+    ("unsupported-media-type", 415, "The body or file is of a type not accepted (decided from the bytes for files), or the body was sent with a `Content-Encoding`."),
     ("range-not-satisfiable", 416, "The requested byte range lies outside the file; `Content-Range` gives its size."),
     ("validation-failed", 422, "The request is well-formed but asks for something impossible; `detail` says what."),
     ("consent-required", 422, "Facts must be looked up and the person has not consented: `detail` names the consent (grant it with POST /v1/me/consents)."),
@@ -79,6 +80,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("another official has claimed this case (until {0}); take it over to work on it")]
+    ClaimedByAnother(String),
     #[error("a request with this Idempotency-Key is still being processed")]
     IdempotencyInProgress,
     #[error("this Idempotency-Key was used for a different request")]
@@ -117,7 +120,9 @@ impl ApiError {
             | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            ApiError::Conflict(_)
+            | ApiError::ClaimedByAnother(_)
+            | ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StaleEtag => StatusCode::PRECONDITION_FAILED,
             ApiError::IfMatchRequired => StatusCode::PRECONDITION_REQUIRED,
@@ -145,6 +150,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::ClaimedByAnother(_) => "claimed-by-another",
             ApiError::IdempotencyInProgress => "idempotency-key-in-progress",
             ApiError::IdempotencyKeyReused => "idempotency-key-reused",
             ApiError::StaleEtag => "stale-etag",
@@ -378,6 +384,7 @@ mod tests {
             ApiError::Forbidden(""),
             ApiError::NotFound(""),
             ApiError::Conflict(String::new()),
+            ApiError::ClaimedByAnother(String::new()),
             ApiError::IdempotencyInProgress,
             ApiError::IdempotencyKeyReused,
             ApiError::StaleEtag,

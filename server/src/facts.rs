@@ -87,6 +87,7 @@ pub async fn look_up(
     // On the record before the facts are used.
     access_log::record(
         &state.db,
+        &state.access_log,
         Access {
             subject: person.id,
             actor: Actor::service(),

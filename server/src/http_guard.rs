@@ -1,17 +1,15 @@
-//! Limits and headers every response gets: bounded bodies, `nosniff`,
-//! and no caching of personal data unless a route says otherwise.
+//! Limits and headers every response gets: bounded headers and time,
+//! `nosniff`, and no caching of personal data unless a route says otherwise.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::http::{header, HeaderValue, Method, StatusCode};
+use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use crate::error::{Problem, ProblemJson};
 
 pub struct HttpGuard {
-    pub max_json_bytes: u64,
-    pub max_upload_bytes: u64,
     pub request_timeout: Duration,
     pub upload_timeout: Duration,
     pub allowed_methods: Arc<AllowedMethods>,
@@ -67,8 +65,6 @@ impl<E: Endpoint> Middleware<E> for HttpGuard {
     fn transform(&self, ep: E) -> Self::Output {
         HttpGuardEndpoint {
             inner: ep,
-            max_json_bytes: self.max_json_bytes,
-            max_upload_bytes: self.max_upload_bytes,
             request_timeout: self.request_timeout,
             upload_timeout: self.upload_timeout,
             allowed_methods: self.allowed_methods.clone(),
@@ -78,8 +74,6 @@ impl<E: Endpoint> Middleware<E> for HttpGuard {
 
 pub struct HttpGuardEndpoint<E> {
     inner: E,
-    max_json_bytes: u64,
-    max_upload_bytes: u64,
     request_timeout: Duration,
     upload_timeout: Duration,
     allowed_methods: Arc<AllowedMethods>,
@@ -112,45 +106,8 @@ impl<E: Endpoint> Endpoint for HttpGuardEndpoint<E> {
                 ),
             ));
         }
-        let has_body = matches!(
-            *request.method(),
-            Method::POST | Method::PUT | Method::PATCH
-        );
         let is_upload = request.uri().path().starts_with("/v1/attachments")
             || request.uri().path().starts_with("/v1/uploads");
-        if has_body {
-            // Multipart framing adds a little to the file itself.
-            let limit = if is_upload {
-                self.max_upload_bytes + 64 * 1024
-            } else {
-                self.max_json_bytes
-            };
-            let length = request
-                .header(header::CONTENT_LENGTH)
-                .and_then(|v| v.parse::<u64>().ok());
-            let chunked = request
-                .header(header::TRANSFER_ENCODING)
-                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-            match length {
-                Some(length) if length > limit => {
-                    return Ok(refuse(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload-too-large",
-                        format!("the body is larger than the limit of {limit} bytes"),
-                    ));
-                }
-                // Uploads may stream without a length; their size is
-                // counted as they arrive.
-                None if chunked && !is_upload => {
-                    return Ok(refuse(
-                        StatusCode::LENGTH_REQUIRED,
-                        "length-required",
-                        "send Content-Length with the body".into(),
-                    ));
-                }
-                _ => {}
-            }
-        }
         let limit = if is_upload {
             self.upload_timeout
         } else {

@@ -1,9 +1,16 @@
 use onestop_server::{access_log, app, telemetry, Application, Settings};
 
-const USAGE: &str = "usage: onestop-server [serve | migrate | verify-access-log | rotate-keys | disable-account USERNAME | sweep-media]
+const USAGE: &str = "usage: onestop-server [serve | migrate | verify-access-log [--heads FILE] | export-access-heads
+                      | rotate-keys | disable-account USERNAME | sweep-media]
   serve                     run the API (the default)
   migrate                   apply pending database migrations and exit
-  verify-access-log         check every person's access-record chain; exits 1 if one is broken
+  verify-access-log [--heads FILE]
+                            check every person's access-record chain with ACCESS_LOG_KEY (and
+                            ACCESS_LOG_KEY_PREVIOUS); with --heads, also that no chain ends before
+                            the head exported to FILE; exits 1 if one is broken
+  export-access-heads       verify every chain and print each person's head (place and link),
+                            signed with ACCESS_LOG_KEY, for an auditor to keep outside the database:
+                            onestop-server export-access-heads > heads.json
   rotate-keys               new data key for identifiers, every data key re-wrapped by RRN_KEK,
                             every stored number re-encrypted (set RRN_KEK_PREVIOUS to retire a KEK)
   disable-account USERNAME  disable an account; its sign-ins and tokens stop at once
@@ -29,7 +36,15 @@ async fn main() -> std::process::ExitCode {
     match command.as_str() {
         "serve" => serve(settings).await,
         "migrate" => migrate(settings).await,
-        "verify-access-log" => verify_access_log(settings).await,
+        "verify-access-log" => match std::env::args().skip(2).collect::<Vec<_>>().as_slice() {
+            [] => verify_access_log(settings, None).await,
+            [flag, path] if flag == "--heads" => verify_access_log(settings, Some(path)).await,
+            _ => {
+                eprintln!("{USAGE}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        "export-access-heads" => export_access_heads(settings).await,
         "rotate-keys" => rotate_keys(settings).await,
         "sweep-media" => sweep_media(settings).await,
         "disable-account" => match std::env::args().nth(2) {
@@ -171,33 +186,115 @@ async fn sweep_media(settings: Settings) -> std::process::ExitCode {
     }
 }
 
-async fn verify_access_log(settings: Settings) -> std::process::ExitCode {
-    let db = match app::connect_database(&settings).await {
-        Ok(db) => db,
+/// The database and the chain keys, for the commands that read the access
+/// records. No key is made here: a new key would make every record look
+/// altered.
+async fn access_log_setup(
+    settings: &Settings,
+) -> Result<(sea_orm::DatabaseConnection, access_log::ChainKeys), String> {
+    let keys = app::access_log_keys_from_settings(settings, false).map_err(|e| e.to_string())?;
+    let db = app::connect_database(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((db, keys))
+}
+
+fn describe_breaks(report: &access_log::ChainReport) -> String {
+    let mut text = format!(
+        "{} access records of {} people; broken:",
+        report.records, report.people
+    );
+    for broken in &report.breaks {
+        text.push_str(&format!(
+            "\n  person {} record {}: {}",
+            broken.subject, broken.seq, broken.reason
+        ));
+    }
+    text
+}
+
+async fn verify_access_log(settings: Settings, heads: Option<&str>) -> std::process::ExitCode {
+    let (db, keys) = match access_log_setup(&settings).await {
+        Ok(setup) => setup,
         Err(error) => {
             eprintln!("{error}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match access_log::verify(&db, None).await {
+    let report = match heads {
+        None => access_log::verify(&db, &keys, None).await,
+        Some(path) => {
+            let exported = std::fs::read_to_string(path)
+                .map_err(|e| format!("{path}: {e}"))
+                .and_then(|text| access_log::ExportedHeads::open(&text, &keys));
+            match exported {
+                Ok(exported) => access_log::verify_against(&db, &keys, &exported).await,
+                Err(error) => {
+                    eprintln!("the exported heads cannot be used: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    match report {
         Ok(report) if report.breaks.is_empty() => {
             println!(
-                "{} access records of {} people: every chain holds",
-                report.records, report.people
+                "{} access records of {} people: every chain holds{}",
+                report.records,
+                report.people,
+                if heads.is_some() {
+                    " and reaches its exported head"
+                } else {
+                    ""
+                }
             );
+            if report.unkeyed_people > 0 {
+                println!(
+                    "  {} people have only records from before keyed links (plain SHA-256)",
+                    report.unkeyed_people
+                );
+            }
             std::process::ExitCode::SUCCESS
         }
         Ok(report) => {
-            println!(
-                "{} access records of {} people; broken:",
-                report.records, report.people
-            );
-            for broken in &report.breaks {
-                println!(
-                    "  person {} record {}: {}",
-                    broken.subject, broken.seq, broken.reason
+            println!("{}", describe_breaks(&report));
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("reading the access records failed: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn export_access_heads(settings: Settings) -> std::process::ExitCode {
+    let (db, keys) = match access_log_setup(&settings).await {
+        Ok(setup) => setup,
+        Err(error) => {
+            eprintln!("{error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match access_log::export_heads(&db, &keys).await {
+        Ok(Ok(exported)) => match serde_json::to_string_pretty(&exported) {
+            Ok(text) => {
+                println!("{text}");
+                eprintln!(
+                    "{} people's chain heads exported, signed with key {}",
+                    exported.heads.len(),
+                    exported.key_id
                 );
+                std::process::ExitCode::SUCCESS
             }
+            Err(error) => {
+                eprintln!("the heads could not be written: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Ok(Err(report)) => {
+            // Stdout is the heads file: the report goes to stderr.
+            eprintln!("nothing was exported: a broken chain is not signed");
+            eprintln!("{}", describe_breaks(&report));
             std::process::ExitCode::FAILURE
         }
         Err(error) => {

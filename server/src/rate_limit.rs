@@ -1,7 +1,7 @@
 //! Per-client request budgets (governor's GCRA): sign-in per client
 //! address, uploads per account. Over budget is a 429 with `Retry-After`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 
 use governor::clock::{Clock, DefaultClock};
@@ -9,6 +9,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poem::Request;
 use uuid::Uuid;
 
+use crate::client_address::ClientAddresses;
 use crate::error::ApiError;
 use crate::settings::Settings;
 
@@ -17,7 +18,7 @@ pub struct RateLimits {
     sign_in_account: DefaultKeyedRateLimiter<String>,
     uploads: DefaultKeyedRateLimiter<Uuid>,
     clock: DefaultClock,
-    trust_forwarded_for: bool,
+    addresses: ClientAddresses,
 }
 
 fn quota(per_minute: u32, burst: u32) -> Quota {
@@ -42,27 +43,14 @@ impl RateLimits {
                 settings.upload_burst,
             )),
             clock: DefaultClock::default(),
-            trust_forwarded_for: settings.trust_forwarded_for,
+            addresses: ClientAddresses::from_settings(settings),
         }
     }
 
-    /// The address the request came from: the peer, or the first address
-    /// of `X-Forwarded-For` when a trusted proxy sits in front.
+    /// The address the request came from ([`ClientAddresses`]): the
+    /// key of the sign-in budget and the address in access records.
     pub fn client_address(&self, request: &Request) -> IpAddr {
-        if self.trust_forwarded_for {
-            if let Some(ip) = request
-                .header("x-forwarded-for")
-                .and_then(|value| value.split(',').next())
-                .and_then(|first| first.trim().parse().ok())
-            {
-                return ip;
-            }
-        }
-        request
-            .remote_addr()
-            .as_socket_addr()
-            .map(|addr| addr.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        self.addresses.of(request)
     }
 
     pub fn check_sign_in(&self, request: &Request) -> Result<(), ApiError> {

@@ -89,6 +89,15 @@ pub struct Settings {
     pub upload_burst: u32,
     /// Take the client address from `X-Forwarded-For` (behind a proxy only).
     pub trust_forwarded_for: bool,
+    /// The proxies in front, comma-separated addresses or CIDR blocks
+    /// (`10.0.0.0/8, 192.0.2.7`): with `TRUST_FORWARDED_FOR`, the client
+    /// is the rightmost `X-Forwarded-For` address that is not one of them.
+    pub trusted_proxies: String,
+    /// Longest a client may take to send a request head, and longest a
+    /// kept-alive connection may sit idle.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
     /// How often the outbox relay looks for events when nothing woke it.
     pub outbox_poll_ms: u64,
     /// An event published this long ago that no notifier has finished (or
@@ -112,6 +121,20 @@ pub struct Settings {
     /// `text` or `json`.
     pub log_format: String,
     pub shutdown_grace_secs: u64,
+    /// HMAC key that links the access records (any string of at least 32
+    /// bytes), kept outside the database. Unset with the embedded
+    /// database, a random key is kept in `KEY_DIR`.
+    #[serde(skip_serializing)]
+    pub access_log_key: Option<SecretString>,
+    /// Stored with each record, naming the key that linked it.
+    pub access_log_key_id: String,
+    /// The previous key while rotating: records it linked still verify.
+    #[serde(skip_serializing)]
+    pub access_log_key_previous: Option<SecretString>,
+    pub access_log_key_previous_id: Option<String>,
+    /// A claim on a case lapses this long after it was made or renewed;
+    /// then a colleague may decide or claim the case.
+    pub claim_ttl_secs: u64,
 }
 
 impl Default for Settings {
@@ -155,6 +178,9 @@ impl Default for Settings {
             upload_rate_per_minute: 60,
             upload_burst: 20,
             trust_forwarded_for: false,
+            trusted_proxies: String::new(),
+            header_read_timeout_secs: 10,
+            max_connections: 4096,
             outbox_poll_ms: 1000,
             outbox_republish_after_ms: 120_000,
             docs_enabled: None,
@@ -165,6 +191,11 @@ impl Default for Settings {
             account_sign_in_burst: 10,
             log_format: "text".to_owned(),
             shutdown_grace_secs: 20,
+            access_log_key: None,
+            access_log_key_id: "alk-1".to_owned(),
+            access_log_key_previous: None,
+            access_log_key_previous_id: None,
+            claim_ttl_secs: 8 * 3600,
         }
     }
 }
@@ -292,6 +323,27 @@ impl Settings {
         if self.request_timeout_secs == 0 || self.upload_timeout_secs == 0 {
             return invalid("REQUEST_TIMEOUT_SECS", "must be positive");
         }
+        match self.trusted_proxy_networks() {
+            Err(entry) => {
+                return invalid(
+                    "TRUSTED_PROXIES",
+                    &format!("{entry} is not an IP address or CIDR block"),
+                );
+            }
+            Ok(proxies) if proxies.is_empty() && self.trust_forwarded_for => {
+                return invalid(
+                    "TRUSTED_PROXIES",
+                    "must list the proxies in front when TRUST_FORWARDED_FOR is set",
+                );
+            }
+            Ok(_) => {}
+        }
+        if self.header_read_timeout_secs == 0 {
+            return invalid("HEADER_READ_TIMEOUT_SECS", "must be positive");
+        }
+        if self.max_connections == 0 {
+            return invalid("MAX_CONNECTIONS", "must be positive");
+        }
         if let Some(origin) = self
             .cors_origins()
             .iter()
@@ -304,6 +356,47 @@ impl Settings {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid("LOG_FORMAT", "must be text or json");
+        }
+        match &self.access_log_key {
+            Some(key) if key.expose_secret().len() < 32 => {
+                return invalid("ACCESS_LOG_KEY", "must be at least 32 bytes");
+            }
+            None if !self.uses_embedded_database() => {
+                return invalid(
+                    "ACCESS_LOG_KEY",
+                    "must be set when the database is not the embedded default; keep it outside the database",
+                );
+            }
+            _ => {}
+        }
+        if self.access_log_key_id.trim().is_empty() {
+            return invalid("ACCESS_LOG_KEY_ID", "must not be empty");
+        }
+        match (
+            &self.access_log_key_previous,
+            &self.access_log_key_previous_id,
+        ) {
+            (None, None) => {}
+            (Some(key), Some(id)) => {
+                if key.expose_secret().len() < 32 {
+                    return invalid("ACCESS_LOG_KEY_PREVIOUS", "must be at least 32 bytes");
+                }
+                if id.trim().is_empty() || *id == self.access_log_key_id {
+                    return invalid(
+                        "ACCESS_LOG_KEY_PREVIOUS_ID",
+                        "must name the previous key, not the current one",
+                    );
+                }
+            }
+            _ => {
+                return invalid(
+                    "ACCESS_LOG_KEY_PREVIOUS",
+                    "goes together with ACCESS_LOG_KEY_PREVIOUS_ID",
+                );
+            }
+        }
+        if self.claim_ttl_secs == 0 {
+            return invalid("CLAIM_TTL_SECS", "must be positive");
         }
         Ok(())
     }
@@ -323,6 +416,22 @@ impl Settings {
             .map(str::trim)
             .filter(|origin| !origin.is_empty())
             .map(str::to_owned)
+            .collect()
+    }
+
+    /// `TRUSTED_PROXIES` as networks; an entry that is neither an address
+    /// nor a CIDR block is returned as the error.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| entry.to_owned())
+            })
             .collect()
     }
 
@@ -372,6 +481,28 @@ mod tests {
     }
 
     #[test]
+    fn trusting_forwarded_addresses_needs_the_proxies_named() {
+        let settings = Settings {
+            trust_forwarded_for: true,
+            ..Settings::default()
+        };
+        let err = settings.validate().unwrap_err();
+        assert!(err.to_string().starts_with("TRUSTED_PROXIES"), "{err}");
+        let settings = Settings {
+            trusted_proxies: "10.0.0.0/8, 192.0.2.7 ,::1".into(),
+            ..settings
+        };
+        settings.validate().unwrap();
+        assert_eq!(settings.trusted_proxy_networks().unwrap().len(), 3);
+        let settings = Settings {
+            trusted_proxies: "10.0.0.0/8, proxy.internal".into(),
+            ..settings
+        };
+        let err = settings.validate().unwrap_err();
+        assert!(err.to_string().contains("proxy.internal"), "{err}");
+    }
+
+    #[test]
     fn a_bad_bind_address_names_its_variable() {
         let settings = Settings {
             bind_addr: "localhost".into(),
@@ -382,5 +513,45 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("BIND_ADDR"));
+    }
+
+    #[test]
+    fn a_shared_database_needs_an_access_log_key() {
+        let secret = |c: &str| Some(SecretString::from(c.repeat(32)));
+        let settings = Settings {
+            database_url: "postgres://db/onestop".into(),
+            auth_signing_key: secret("a"),
+            rrn_index_key: secret("b"),
+            rrn_kek: Some(SecretString::from("0".repeat(64))),
+            ..Settings::default()
+        };
+        let err = settings.validate().unwrap_err();
+        assert!(err.to_string().starts_with("ACCESS_LOG_KEY:"), "{err}");
+        let short = Settings {
+            access_log_key: Some(SecretString::from("short")),
+            ..settings.clone()
+        };
+        let err = short.validate().unwrap_err();
+        assert!(err.to_string().starts_with("ACCESS_LOG_KEY:"), "{err}");
+        let keyed = Settings {
+            access_log_key: secret("c"),
+            ..settings
+        };
+        keyed.validate().unwrap();
+        let half_rotation = Settings {
+            access_log_key_previous: secret("d"),
+            ..keyed.clone()
+        };
+        let err = half_rotation.validate().unwrap_err();
+        assert!(
+            err.to_string().starts_with("ACCESS_LOG_KEY_PREVIOUS"),
+            "{err}"
+        );
+        let no_claims = Settings {
+            claim_ttl_secs: 0,
+            ..keyed
+        };
+        let err = no_claims.validate().unwrap_err();
+        assert!(err.to_string().starts_with("CLAIM_TTL_SECS"), "{err}");
     }
 }

@@ -29,6 +29,8 @@ pub struct Inner {
     pub rrn_index: RrnIndexer,
     /// Seals resident registration numbers at rest.
     pub vault: crate::vault::Vault,
+    /// Keys that link the access records.
+    pub access_log: crate::access_log::ChainKeys,
     /// Where shared facts come from.
     pub registry: Arc<dyn FactRegistry>,
     pub media: Arc<dyn MediaStore>,

@@ -11,6 +11,7 @@
 //! would have made. Thumbnails are made afterwards, off the
 //! request path ([`thumbnails`]).
 
+pub mod multipart_front;
 pub mod orphans;
 pub mod strip;
 pub mod thumbnails;

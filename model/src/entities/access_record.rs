@@ -1,8 +1,8 @@
 use sea_orm::entity::prelude::*;
 
 /// One access to a person's data by someone else (or by the service on
-/// their behalf). Append-only; each record carries the hash of the one
-/// before it for the same person, so an altered record is detectable.
+/// their behalf). Append-only; each record's link covers the link of the
+/// one before it for the same person, so an altered record is detectable.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "access_records")]
 pub struct Model {
@@ -20,7 +20,10 @@ pub struct Model {
     pub purpose: String,
     pub created_at: DateTimeUtc,
     pub prev_hash: String,
+    /// The record's link: an HMAC-SHA-256 under the key `key_id` names, or
+    /// for a record from before keyed links (`key_id` empty) a plain SHA-256.
     pub hash: String,
+    pub key_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,6 +17,9 @@ pub struct Model {
     pub status: CaseStatus,
     pub version: i32,
     pub claimed_by: Option<Uuid>,
+    /// When the claim was made (or renewed); it lapses after the configured
+    /// claim lifetime.
+    pub claimed_at: Option<DateTimeUtc>,
     pub fields: Json,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

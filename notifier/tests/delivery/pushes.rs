@@ -152,6 +152,7 @@ async fn a_decision_on_a_case_withdrawn_since_is_not_pushed() {
         status: Set(CaseStatus::Withdrawn),
         version: Set(3),
         claimed_by: Set(None),
+        claimed_at: Set(None),
         fields: Set(serde_json::json!({})),
         created_at: Set(Utc::now()),
         updated_at: Set(Utc::now()),

@@ -27,8 +27,29 @@ pub struct AttachmentsApi;
 /// framework's own upload type spools the whole file first, which a
 /// server taking thousands of phone photos must not do. The parser is
 /// fed one network chunk at a time ([`uploads::OneChunkAtATime`]) so it
-/// never holds more than that, however fast the client sends.
-pub struct FileUpload(multer::Multipart<'static>);
+/// never holds more than that, however fast the client sends, and its
+/// framing is checked on the way ([`uploads::multipart_front`]) so an
+/// endless preamble or part header is refused at its bound.
+pub struct FileUpload {
+    multipart: multer::Multipart<'static>,
+    refusal: std::sync::Arc<std::sync::OnceLock<uploads::multipart_front::FrontError>>,
+}
+
+impl FileUpload {
+    /// The next part, or why the body cannot be read as a form.
+    async fn next_field(&mut self) -> Result<Option<multer::Field<'static>>, ApiError> {
+        self.multipart
+            .next_field()
+            .await
+            .map_err(|error| match self.refusal.get() {
+                Some(refusal) => ApiError::MalformedBody(refusal.to_string()),
+                None => ApiError::MalformedBody(error.to_string()),
+            })
+    }
+}
+
+/// Bytes of one form part other than the file (an app's metadata, say).
+const MAX_OTHER_PART_BYTES: u64 = 64 * 1024;
 
 impl<'a> ApiExtractor<'a> for FileUpload {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
@@ -84,8 +105,27 @@ impl<'a> ApiExtractor<'a> for FileUpload {
                     .into_problem();
                 poem::Error::from_response(poem::IntoResponse::into_response(ProblemJson(problem)))
             })?;
-        let stream = uploads::OneChunkAtATime::new(body.take()?.into_bytes_stream());
-        Ok(FileUpload(multer::Multipart::new(stream, boundary)))
+        let framed = uploads::multipart_front::Framed::new(
+            body.take()?.into_bytes_stream(),
+            boundary.as_bytes(),
+            uploads::multipart_front::FrontLimits::default(),
+        );
+        let refusal = framed.refusal();
+        // The file itself is bounded (413) where it is received; the whole
+        // body by the edge.
+        let constraints = multer::Constraints::new().size_limit(
+            multer::SizeLimit::new()
+                .per_field(MAX_OTHER_PART_BYTES)
+                .for_field("file", u64::MAX),
+        );
+        Ok(FileUpload {
+            multipart: multer::Multipart::with_constraints(
+                uploads::OneChunkAtATime::new(framed),
+                boundary,
+                constraints,
+            ),
+            refusal,
+        })
     }
 }
 
@@ -276,12 +316,11 @@ impl AttachmentsApi {
         form: FileUpload,
     ) -> Result<AttachmentCreated, UploadProblems> {
         state.limits.check_upload(auth.0.user_id)?;
-        let mut multipart = form.0;
+        let mut form = form;
         loop {
-            let field = multipart
+            let field = form
                 .next_field()
-                .await
-                .map_err(|e| ApiError::MalformedBody(e.to_string()))?
+                .await?
                 .ok_or_else(|| ApiError::Validation("the form has no part named `file`".into()))?;
             if field.name() != Some("file") {
                 // Other parts (an app's metadata, say) are read past, bounded.

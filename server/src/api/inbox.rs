@@ -59,6 +59,7 @@ pub enum MarkedRead {
 problems!(pub InboxProblems { BadRequest = 400, Unauthorized = 401, UnprocessableEntity = 422 });
 problems!(pub ReadMarkProblems {
     BadRequest = 400, Unauthorized = 401, NotFound = 404, LengthRequired = 411, PayloadTooLarge = 413,
+    UnsupportedMediaType = 415,
 });
 
 /// The catalog text key of an inbox entry.

@@ -76,7 +76,7 @@ problems!(pub SupplementProblems {
 });
 problems!(pub WithdrawCaseProblems {
     BadRequest = 400, Unauthorized = 401, NotFound = 404, Conflict = 409, LengthRequired = 411,
-    PayloadTooLarge = 413,
+    PayloadTooLarge = 413, UnsupportedMediaType = 415,
 });
 
 #[OpenApi(prefix_path = "/v1", tag = "Tag::Submissions")]

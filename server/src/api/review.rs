@@ -1,4 +1,4 @@
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use onestop_model::entities::{
     attachment, case, case_event, decision, inbox_message, returned_document,
     returned_document_attachment, supplement, user,
@@ -29,6 +29,7 @@ use crate::state::AppState;
 crate::page_type!(ReviewCasePage, ReviewCaseSummary);
 use crate::access_log::{self, Access, Actor};
 use crate::auth::Principal;
+use crate::settings::Settings;
 use crate::{history, outbox, problems};
 
 pub struct ReviewApi;
@@ -72,9 +73,14 @@ pub struct ReviewCaseSummary {
     pub title: String,
     pub agency: NamedRef,
     pub status: String,
-    /// Whether an official has claimed the case, and whether it is me.
+    /// Whether an official holds a live claim on the case, and whether it
+    /// is me.
     pub claimed: bool,
     pub claimed_by_me: bool,
+    /// When the live claim lapses; then any official of the agency may
+    /// claim or decide the case.
+    #[oai(skip_serializing_if_is_none)]
+    pub claim_expires_at: Option<DateTimeUtc>,
     pub etag: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
@@ -89,7 +95,8 @@ pub struct DecisionView {
 
 #[derive(Object)]
 pub struct CaseEventView {
-    /// `submitted`, `claimed`, `decided`, `supplemented`, `document_sent`, `withdrawn`.
+    /// `submitted`, `claimed`, `taken_over`, `decided`, `supplemented`,
+    /// `document_sent`, `withdrawn`.
     pub action: String,
     /// `applicant`, `organisation_member`, `official` or `service`.
     pub actor_role: String,
@@ -168,7 +175,11 @@ problems!(pub ReviewListProblems { BadRequest = 400, Unauthorized = 401, Forbidd
 problems!(pub ReviewReadProblems { BadRequest = 400, Unauthorized = 401, Forbidden = 403, NotFound = 404 });
 problems!(pub ClaimProblems {
     BadRequest = 400, Unauthorized = 401, Forbidden = 403, NotFound = 404, Conflict = 409,
-    LengthRequired = 411, PayloadTooLarge = 413,
+    LengthRequired = 411, PayloadTooLarge = 413, UnsupportedMediaType = 415,
+});
+problems!(pub TakeOverProblems {
+    BadRequest = 400, Unauthorized = 401, Forbidden = 403, NotFound = 404, Conflict = 409,
+    LengthRequired = 411, PayloadTooLarge = 413, UnsupportedMediaType = 415,
 });
 problems!(pub DecideProblems {
     BadRequest = 400, Unauthorized = 401, Forbidden = 403, NotFound = 404, Conflict = 409,
@@ -176,7 +187,33 @@ problems!(pub DecideProblems {
     UnprocessableEntity = 422, PreconditionRequired = 428,
 });
 
-fn summary(case: &case::Model, me: Uuid, names: &Names) -> ReviewCaseSummary {
+/// Ten years: a lifetime past any working claim, and far from the range
+/// where adding it to a time would overflow.
+const LONGEST_CLAIM_SECS: u64 = 10 * 365 * 24 * 3600;
+
+fn claim_ttl(settings: &Settings) -> chrono::Duration {
+    chrono::Duration::seconds(settings.claim_ttl_secs.min(LONGEST_CLAIM_SECS) as i64)
+}
+
+/// Who holds a live claim on the case, and until when. A claim made before
+/// claims were timed counts from the case's last change.
+fn live_claim(
+    case: &case::Model,
+    ttl: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Option<(Uuid, DateTime<Utc>)> {
+    let holder = case.claimed_by?;
+    let until = case.claimed_at.unwrap_or(case.updated_at) + ttl;
+    (until > now).then_some((holder, until))
+}
+
+fn summary(
+    case: &case::Model,
+    me: Uuid,
+    names: &Names,
+    ttl: chrono::Duration,
+) -> ReviewCaseSummary {
+    let claim = live_claim(case, ttl, Utc::now());
     ReviewCaseSummary {
         id: case.id,
         submission_id: case.submission_id,
@@ -188,8 +225,9 @@ fn summary(case: &case::Model, me: Uuid, names: &Names) -> ReviewCaseSummary {
             name: names.agency(&case.agency_id),
         },
         status: case.status.as_str().to_owned(),
-        claimed: case.claimed_by.is_some(),
-        claimed_by_me: case.claimed_by == Some(me),
+        claimed: claim.is_some(),
+        claimed_by_me: claim.is_some_and(|(holder, _)| holder == me),
+        claim_expires_at: claim.map(|(_, until)| until),
         etag: etag(case),
         created_at: case.created_at,
         updated_at: case.updated_at,
@@ -201,6 +239,7 @@ async fn detail(
     case: case::Model,
     me: Uuid,
     names: &Names,
+    ttl: chrono::Duration,
 ) -> Result<ReviewCase, ApiError> {
     let applicant_name = user::Entity::find_by_id(case.applicant_id)
         .one(db)
@@ -267,7 +306,7 @@ async fn detail(
     let tag = etag(&case);
     Ok(ReviewCase::Ok(
         Json(ReviewCaseDetail {
-            case: summary(&case, me, names),
+            case: summary(&case, me, names, ttl),
             applicant_name,
             fields: case.fields.clone(),
             attachments,
@@ -302,28 +341,112 @@ pub async fn document_view(
     })
 }
 
-/// Records that an official read or changed the applicant's case.
-async fn record_access(
+/// The access record of an official reading or changing the applicant's
+/// case; written in the transaction of the change it records.
+fn case_access<'a>(
     state: &AppState,
     request: &Request,
     official: &Principal,
     case: &case::Model,
-    action: &str,
-    purpose: &str,
-) -> Result<(), ApiError> {
-    access_log::record(
-        &state.db,
-        Access {
-            subject: case.applicant_id,
-            actor: Actor::person(official),
-            client_address: state.limits.client_address(request).to_string(),
-            action,
-            object_id: case.id.to_string(),
-            purpose,
-        },
+    action: &'a str,
+    purpose: &'a str,
+) -> Access<'a> {
+    Access {
+        subject: case.applicant_id,
+        actor: Actor::person(official),
+        client_address: state.limits.client_address(request).to_string(),
+        action,
+        object_id: case.id.to_string(),
+        purpose,
+    }
+}
+
+/// Claims the case for `official`, or takes it over from a colleague whose
+/// claim is live. The claim, its history entry and the access record
+/// commit together, before the case is shown.
+async fn claim_case(
+    state: &AppState,
+    request: &Request,
+    official: &Principal,
+    id: Uuid,
+    take_over: bool,
+) -> Result<ReviewCase, ApiError> {
+    let me = official.user_id;
+    let ttl = claim_ttl(&state.settings);
+    let now = Utc::now();
+    // The write lock (SQLite) comes first, so what is checked below is
+    // still true when the claim is written.
+    let txn = onestop_model::begin_write(&state.db).await?;
+    let found = agency_case(&txn, official, id).await?;
+    if !found.status.is_decidable() {
+        return Err(ApiError::Conflict(format!(
+            "the case is {}; only submitted or in-review cases can be claimed",
+            found.status.as_str()
+        )));
+    }
+    let taken_from = match live_claim(&found, ttl, now) {
+        Some((holder, until)) if holder != me => {
+            if !take_over {
+                return Err(ApiError::ClaimedByAnother(until.to_rfc3339()));
+            }
+            Some(holder)
+        }
+        _ => None,
+    };
+    let claimed = case::Entity::update_many()
+        .col_expr(case::Column::ClaimedBy, Expr::value(me))
+        .col_expr(case::Column::ClaimedAt, Expr::value(now))
+        .col_expr(
+            case::Column::Status,
+            Expr::value(CaseStatus::InReview.as_str()),
+        )
+        .col_expr(
+            case::Column::Version,
+            Expr::col(case::Column::Version).add(1),
+        )
+        .col_expr(case::Column::UpdatedAt, Expr::value(now))
+        .filter(case::Column::Id.eq(found.id))
+        .filter(case::Column::Version.eq(found.version))
+        .exec(&txn)
+        .await?;
+    if claimed.rows_affected == 0 {
+        return Err(ApiError::Conflict(
+            "the case changed meanwhile; reload it".into(),
+        ));
+    }
+    let action = match (taken_from, found.claimed_by) {
+        (Some(from), _) => {
+            history::record(
+                &txn,
+                found.id,
+                Some(official),
+                "taken_over",
+                serde_json::json!({ "from": from }),
+            )
+            .await?;
+            "case.taken_over"
+        }
+        // Renewing one's own claim changes who holds nothing.
+        (None, Some(holder)) if holder == me => "case.claimed",
+        (None, lapsed) => {
+            let detail = match lapsed {
+                Some(holder) => serde_json::json!({ "lapsed_claim_of": holder }),
+                None => serde_json::json!({}),
+            };
+            history::record(&txn, found.id, Some(official), "claimed", detail).await?;
+            "case.claimed"
+        }
+    };
+    access_log::append(
+        &txn,
+        &state.access_log,
+        case_access(state, request, official, &found, action, "review"),
     )
     .await?;
-    Ok(())
+    txn.commit().await?;
+    let updated = agency_case(&state.db, official, id).await?;
+    let names = Names::load(&state.db, reader_locale(request, None)).await?;
+    detail(&state.db, updated, me, &names, ttl).await
 }
 
 #[OpenApi(prefix_path = "/v1/review", tag = "Tag::Review")]
@@ -379,7 +502,7 @@ impl ReviewApi {
         let names = Names::load(&state.reads, reader_locale(request, None)).await?;
         let items = rows
             .iter()
-            .map(|c| summary(c, auth.0.user_id, &names))
+            .map(|c| summary(c, auth.0.user_id, &names, claim_ttl(&state.settings)))
             .collect();
         Ok(ReviewList::Ok(Json(ReviewCasePage { items, next_cursor })))
     }
@@ -394,12 +517,23 @@ impl ReviewApi {
         id: Path<Uuid>,
     ) -> Result<ReviewCase, ReviewReadProblems> {
         let found = agency_case(&state.reads, &auth.0, id.0).await?;
-        record_access(&state, request, &auth.0, &found, "case.viewed", "review").await?;
+        // On the record (committed) before anything of the case is shown.
+        access_log::record(
+            &state.db,
+            &state.access_log,
+            case_access(&state, request, &auth.0, &found, "case.viewed", "review"),
+        )
+        .await?;
         let names = Names::load(&state.reads, reader_locale(request, None)).await?;
-        Ok(detail(&state.reads, found, auth.0.user_id, &names).await?)
+        let ttl = claim_ttl(&state.settings);
+        Ok(detail(&state.reads, found, auth.0.user_id, &names, ttl).await?)
     }
 
     /// Claim a case so no other official works on it; it moves to review.
+    /// A colleague's live claim answers 409 (`claimed-by-another`); a claim
+    /// lapses after the configured lifetime (8 hours by default), and
+    /// claiming again renews one's own. The claim is in the applicant's
+    /// access log.
     #[oai(
         path = "/cases/:id/claim",
         method = "post",
@@ -412,54 +546,33 @@ impl ReviewApi {
         state: poem::web::Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<ReviewCase, ClaimProblems> {
-        let me = auth.0.user_id;
-        let found = agency_case(&state.db, &auth.0, id.0).await?;
-        if !found.status.is_decidable() {
-            return Err(ApiError::Conflict(format!(
-                "the case is {}; only submitted or in-review cases can be claimed",
-                found.status.as_str()
-            ))
-            .into());
-        }
-        if found.claimed_by.is_some_and(|other| other != me) {
-            return Err(ApiError::Conflict("another official has claimed this case".into()).into());
-        }
-        let claimed = case::Entity::update_many()
-            .col_expr(case::Column::ClaimedBy, Expr::value(me))
-            .col_expr(
-                case::Column::Status,
-                Expr::value(CaseStatus::InReview.as_str()),
-            )
-            .col_expr(
-                case::Column::Version,
-                Expr::col(case::Column::Version).add(1),
-            )
-            .col_expr(case::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(case::Column::Id.eq(found.id))
-            .filter(case::Column::Version.eq(found.version))
-            .exec(&state.db)
-            .await?;
-        if claimed.rows_affected == 0 {
-            return Err(ApiError::Conflict("the case changed meanwhile; reload it".into()).into());
-        }
-        if found.claimed_by != Some(me) {
-            history::record(
-                &state.db,
-                found.id,
-                Some(&auth.0),
-                "claimed",
-                serde_json::json!({}),
-            )
-            .await?;
-        }
-        let updated = agency_case(&state.db, &auth.0, id.0).await?;
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
-        Ok(detail(&state.db, updated, me, &names).await?)
+        Ok(claim_case(&state, request, &auth.0, id.0, false).await?)
+    }
+
+    /// Take a case over from a colleague who holds a live claim on it (who
+    /// is away, say). The take-over is in the case's history (`taken_over`,
+    /// naming whom it was taken from) and in the applicant's access log.
+    #[oai(
+        path = "/cases/:id/take-over",
+        method = "post",
+        operation_id = "takeOverReviewCase"
+    )]
+    async fn take_over(
+        &self,
+        auth: BearerAuth,
+        request: &Request,
+        state: poem::web::Data<&AppState>,
+        id: Path<Uuid>,
+    ) -> Result<ReviewCase, TakeOverProblems> {
+        Ok(claim_case(&state, request, &auth.0, id.0, true).await?)
     }
 
     /// Decide a case: approve, reject or ask for more information, with a
-    /// reason. Send the case's ETag in `If-Match`; if someone changed the
-    /// case since, the answer is 412 and nothing is written.
+    /// reason. Send the case's ETag in `If-Match` (compared strongly: a
+    /// weak `W/` tag never matches); if someone changed the case since, the
+    /// answer is 412 and nothing is written. A case a colleague holds a live
+    /// claim on answers 409 (`claimed-by-another`) until the claim lapses or
+    /// is taken over.
     #[oai(
         path = "/cases/:id/decision",
         method = "post",
@@ -500,13 +613,18 @@ impl ReviewApi {
             ))
             .into());
         }
+        let now = Utc::now();
+        if let Some((_, until)) =
+            live_claim(&found, claim_ttl(&state.settings), now).filter(|(holder, _)| *holder != me)
+        {
+            return Err(ApiError::ClaimedByAnother(until.to_rfc3339()).into());
+        }
         if !if_match_holds(&if_match, &found) {
             return Err(ApiError::StaleEtag.into());
         }
-        let now = Utc::now();
         // The transaction starts with its write, guarded by the version just
-        // read: a decision made meanwhile makes it change nothing (412), and
-        // SQLite takes its write lock before reading anything.
+        // read: a decision or claim made meanwhile makes it change nothing
+        // (412), and SQLite takes its write lock before reading anything.
         let txn = onestop_model::begin_write(&state.db).await?;
         let updated = case::Entity::update_many()
             .col_expr(case::Column::Status, Expr::value(status.as_str()))
@@ -515,6 +633,7 @@ impl ReviewApi {
                 Expr::col(case::Column::Version).add(1),
             )
             .col_expr(case::Column::ClaimedBy, Expr::value(me))
+            .col_expr(case::Column::ClaimedAt, Expr::value(now))
             .col_expr(case::Column::UpdatedAt, Expr::value(now))
             .filter(case::Column::Id.eq(found.id))
             .filter(case::Column::Version.eq(found.version))
@@ -523,14 +642,12 @@ impl ReviewApi {
         if updated.rows_affected == 0 {
             return Err(ApiError::StaleEtag.into());
         }
-        history::record(
-            &txn,
-            found.id,
-            Some(&auth.0),
-            "decided",
-            serde_json::json!({ "outcome": status.as_str(), "reason": reason }),
-        )
-        .await?;
+        let mut decided = serde_json::json!({ "outcome": status.as_str(), "reason": reason });
+        // A colleague's claim that had lapsed passes to the decider, on record.
+        if let Some(holder) = found.claimed_by.filter(|holder| *holder != me) {
+            decided["lapsed_claim_of"] = serde_json::json!(holder);
+        }
+        history::record(&txn, found.id, Some(&auth.0), "decided", decided).await?;
         decision::ActiveModel {
             id: Set(Uuid::now_v7()),
             case_id: Set(found.id),
@@ -573,14 +690,22 @@ impl ReviewApi {
             },
         )
         .await?;
+        // The decision and the record of who read the case to make it
+        // commit together: neither exists without the other.
+        access_log::append(
+            &txn,
+            &state.access_log,
+            case_access(&state, request, &auth.0, &found, "case.decided", "decision"),
+        )
+        .await?;
         txn.commit().await?;
         state.outbox_wakeup.notify_one();
         metrics::counter!("decisions_total", "outcome" => status.as_str()).increment(1);
-        record_access(&state, request, &auth.0, &found, "case.decided", "decision").await?;
 
         let decided = agency_case(&state.db, &auth.0, id.0).await?;
         let names = Names::load(&state.db, reader_locale(request, None)).await?;
-        Ok(detail(&state.db, decided, me, &names).await?)
+        let ttl = claim_ttl(&state.settings);
+        Ok(detail(&state.db, decided, me, &names, ttl).await?)
     }
 
     /// Send a document back to the person behind a case: a correction
@@ -664,17 +789,21 @@ impl ReviewApi {
             serde_json::json!({ "document_id": document.id, "title": document.title }),
         )
         .await?;
-        txn.commit().await?;
-        state.outbox_wakeup.notify_one();
-        record_access(
-            &state,
-            request,
-            &auth.0,
-            &found,
-            "document.sent",
-            "correspondence",
+        access_log::append(
+            &txn,
+            &state.access_log,
+            case_access(
+                &state,
+                request,
+                &auth.0,
+                &found,
+                "document.sent",
+                "correspondence",
+            ),
         )
         .await?;
+        txn.commit().await?;
+        state.outbox_wakeup.notify_one();
         Ok(DocumentSent::Created(Json(
             document_view(&state.db, document).await?,
         )))

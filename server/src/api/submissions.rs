@@ -170,6 +170,7 @@ problems!(pub ListProblems { BadRequest = 400, Unauthorized = 401, Unprocessable
 problems!(pub ReadProblems { BadRequest = 400, Unauthorized = 401, NotFound = 404 });
 problems!(pub WithdrawProblems {
     BadRequest = 400, Unauthorized = 401, NotFound = 404, LengthRequired = 411, PayloadTooLarge = 413,
+    UnsupportedMediaType = 415,
 });
 
 /// What a submission will become, checked before anything is written.
@@ -501,6 +502,7 @@ async fn create(
             status: Set(CaseStatus::Submitted),
             version: Set(1),
             claimed_by: Set(None),
+            claimed_at: Set(None),
             fields: Set(planned.fields),
             // Cases keep the order they were asked for.
             created_at: Set(now + chrono::Duration::microseconds(position as i64)),

@@ -196,7 +196,7 @@ pub struct UploadView {
 
 problems!(pub CreateUploadProblems {
     BadRequest = 400, Unauthorized = 401, PreconditionFailed = 412, PayloadTooLarge = 413,
-    UnprocessableEntity = 422, TooManyRequests = 429,
+    UnsupportedMediaType = 415, UnprocessableEntity = 422, TooManyRequests = 429,
 });
 problems!(pub PatchUploadProblems {
     BadRequest = 400, Unauthorized = 401, NotFound = 404, Conflict = 409, PreconditionFailed = 412,

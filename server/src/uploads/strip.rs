@@ -67,6 +67,10 @@ pub struct PhotoFacts {
     pub orientation: u8,
 }
 
+/// The most bytes a filter holds between pieces: one JPEG segment (its
+/// length is 16 bits) or one PNG `eXIf` chunk read for its orientation.
+pub const MAX_HELD: usize = 64 * 1024;
+
 /// The filter for one file, chosen by its sniffed type. Its state can be
 /// saved between the pieces of a resumable upload (serde).
 #[derive(Serialize, Deserialize)]
@@ -97,6 +101,23 @@ impl Sanitizer {
                 Ok(())
             }
         }
+    }
+
+    /// Bytes of the file held between pieces (the capacity of the
+    /// segment or chunk being gathered); never more than [`MAX_HELD`].
+    pub fn held(&self) -> usize {
+        let buf = match self {
+            Sanitizer::Jpeg(JpegFilter {
+                state: JpegState::Peek { buf, .. } | JpegState::Collect { buf, .. },
+                ..
+            })
+            | Sanitizer::Png(PngFilter {
+                state: PngState::Collect { buf, .. },
+                ..
+            }) => buf,
+            _ => return 0,
+        };
+        buf.capacity()
     }
 
     /// The file has ended: refuses it if its structure is incomplete.
@@ -291,7 +312,13 @@ impl JpegFilter {
                 buf,
                 want,
             } => {
-                let take = (*want - buf.len()).min(*remaining).min(input.len());
+                let needed = (*want - buf.len()).min(*remaining);
+                // Room for the rest at once: a buffer restored from a
+                // saved state has only the room its bytes take, and
+                // growing it piece by piece would double it past the
+                // bound.
+                buf.reserve_exact(needed);
+                let take = needed.min(input.len());
                 buf.extend_from_slice(&input[..take]);
                 *remaining -= take;
                 if buf.len() == *want || *remaining == 0 {
@@ -305,6 +332,7 @@ impl JpegFilter {
                 remaining,
                 buf,
             } => {
+                buf.reserve_exact(*remaining);
                 let take = (*remaining).min(input.len());
                 buf.extend_from_slice(&input[..take]);
                 *remaining -= take;
@@ -581,7 +609,7 @@ fn has_length(code: u8) -> bool {
 const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 /// Largest `eXIf` chunk read for its orientation; a bigger one is just
 /// dropped.
-const MAX_EXIF_CHUNK: usize = 64 * 1024;
+const MAX_EXIF_CHUNK: usize = MAX_HELD;
 
 /// Chunks kept: the critical ones and those that change how pixels look.
 fn png_chunk_kept(kind: &[u8; 4]) -> bool {
@@ -704,6 +732,9 @@ impl PngFilter {
                 remaining,
                 buf,
             } => {
+                // As for JPEG: a restored buffer gets room for the rest
+                // at once.
+                buf.reserve_exact(*remaining);
                 let take = (*remaining).min(input.len());
                 buf.extend_from_slice(&input[..take]);
                 *remaining -= take;
@@ -965,6 +996,34 @@ mod tests {
             filter_in_pieces("image/jpeg", &zero, 9),
             Err(Refusal::Damaged(_))
         ));
+    }
+
+    #[test]
+    fn a_restored_filter_holds_no_more_than_one_segment() {
+        // The largest segment and chunk gathered whole: a JFIF thumbnail
+        // and an EXIF block of 64 KiB.
+        let mut jpeg = vec![0xFF, 0xD8];
+        let mut jfif = b"JFIF\0\x01\x02\x00\x00\x48\x00\x48\xFF\xFF".to_vec();
+        jfif.resize(usize::from(u16::MAX) - 2, 0x5A);
+        jpeg.extend(segment(0xE0, &jfif));
+        let mut png = PNG_SIGNATURE.to_vec();
+        png.extend(png_chunk(b"IHDR", &[0, 0, 0, 3, 0, 0, 0, 2, 8, 2, 0, 0, 0]));
+        png.extend(png_chunk(b"eXIf", &vec![0; MAX_EXIF_CHUNK - 4]));
+        for (media_type, file) in [("image/jpeg", jpeg), ("image/png", png)] {
+            // Saved and restored after the first piece, as between the
+            // requests of a resumable upload, then given the rest.
+            let mut sanitizer = Sanitizer::for_media_type(media_type, 100_000_000);
+            let mut out = Vec::new();
+            let (first, rest) = file.split_at(8_520);
+            sanitizer.push(first, &mut out).unwrap();
+            let saved = serde_json::to_vec(&sanitizer).unwrap();
+            let mut sanitizer: Sanitizer = serde_json::from_slice(&saved).unwrap();
+            for piece in [&rest[..50_591], &rest[50_591..50_809], &rest[50_809..]] {
+                sanitizer.push(piece, &mut out).unwrap();
+                let held = sanitizer.held();
+                assert!(held <= MAX_HELD, "{media_type}: {held} bytes held");
+            }
+        }
     }
 
     fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {

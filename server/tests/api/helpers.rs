@@ -107,6 +107,9 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         rrn_kek: Some(SecretString::from(
             Uuid::new_v4().simple().to_string().repeat(2),
         )),
+        access_log_key: Some(SecretString::from(
+            Uuid::new_v4().simple().to_string().repeat(2),
+        )),
         token_burst: options.token_burst,
         max_upload_bytes: options.max_upload_bytes,
         outbox_poll_ms: 200,
@@ -287,6 +290,23 @@ impl TestApp {
         let n: i64 = row.try_get("", "n").unwrap();
         db.close().await.ok();
         n
+    }
+
+    /// The one text column `v` of a query's rows, straight from the
+    /// database.
+    pub async fn column(&self, sql: &str) -> Vec<String> {
+        use sea_orm::{ConnectionTrait, Database, Statement};
+        let db = Database::connect(&self.settings.database_url)
+            .await
+            .unwrap();
+        let rows = db
+            .query_all(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .unwrap();
+        db.close().await.ok();
+        rows.iter()
+            .map(|row| row.try_get::<String>("", "v").unwrap())
+            .collect()
     }
 
     /// Files in the media folder, partial ones included.

@@ -1,8 +1,10 @@
 //! End-to-end tests of the server over real sockets, against real
 //! PostgreSQL, SQLite and Redis.
 
+mod access_chain;
 mod auth;
 mod bad_input;
+mod edge;
 mod filing;
 mod helpers;
 mod idempotency;

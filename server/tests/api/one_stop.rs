@@ -480,7 +480,9 @@ async fn every_official_access_is_in_her_log_and_tampering_shows(app: TestApp) {
     // The chain holds; an altered record is detected.
     use sea_orm::{ConnectionTrait, Database, DatabaseBackend};
     let db = Database::connect(&app.settings.database_url).await.unwrap();
-    let report = onestop_server::access_log::verify(&db, None).await.unwrap();
+    let report = onestop_server::access_log::verify(&db, &app.state.access_log, None)
+        .await
+        .unwrap();
     assert!(report.breaks.is_empty(), "{:?}", report.breaks);
     assert_eq!(report.records, items.len() as u64);
 
@@ -506,7 +508,9 @@ async fn every_official_access_is_in_her_log_and_tampering_shows(app: TestApp) {
         }
     }
     db.execute_unprepared(edit).await.unwrap();
-    let report = onestop_server::access_log::verify(&db, None).await.unwrap();
+    let report = onestop_server::access_log::verify(&db, &app.state.access_log, None)
+        .await
+        .unwrap();
     assert_eq!(report.breaks.len(), 1, "{:?}", report.breaks);
     assert_eq!(report.breaks[0].reason, "this record was altered");
 }
@@ -537,7 +541,9 @@ async fn many_views_at_once_are_each_recorded(backend: Backend) {
     let db = sea_orm::Database::connect(&app.settings.database_url)
         .await
         .unwrap();
-    let report = onestop_server::access_log::verify(&db, None).await.unwrap();
+    let report = onestop_server::access_log::verify(&db, &app.state.access_log, None)
+        .await
+        .unwrap();
     assert!(report.breaks.is_empty(), "{:?}", report.breaks);
 }
 

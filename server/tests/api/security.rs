@@ -450,6 +450,13 @@ fn object_routes() -> Vec<(
         ),
         (
             "post",
+            "/v1/review/cases/{id}/take-over",
+            "case",
+            OFFICE,
+            Value::Null,
+        ),
+        (
+            "post",
             "/v1/review/cases/{id}/decision",
             "case",
             OFFICE,
