@@ -11,6 +11,7 @@ mod m20261121_000004_identity_keys;
 mod m20261122_000005_delivery;
 mod m20261123_000006_upload_filter_state;
 mod m20261124_000007_keyed_access_chain;
+mod m20261125_000008_access_chain_seals;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_delivery::Migration),
             Box::new(m20261123_000006_upload_filter_state::Migration),
             Box::new(m20261124_000007_keyed_access_chain::Migration),
+            Box::new(m20261125_000008_access_chain_seals::Migration),
         ]
     }
 }

@@ -9,19 +9,27 @@
 //! ([`export_heads`]). The database also refuses updates and deletes.
 //!
 //! Records written before links were keyed have no key id: their link is a
-//! plain SHA-256 and is checked as such. They are covered by the first keyed
-//! record after them (its link includes theirs) and by exported heads; a
-//! plain link after a keyed one in the same chain is a break.
+//! plain SHA-256, which anyone can recompute, so they are believed only as
+//! far as a seal vouches for them. On its first start with seals the server
+//! seals them once ([`seal_unkeyed`]): for each person whose chain has
+//! such records, the place and link of the last one, with an HMAC under the
+//! key. A record without a key id beyond its person's seal, or of a person
+//! without a valid seal, is a break, and so is a chain that no longer holds
+//! the sealed link at the sealed place. The sealing itself is recorded (the
+//! row of the nil id, with how many people were sealed), so a removed seal
+//! is found and later starts seal nobody.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use chrono::{SecondsFormat, Timelike, Utc};
 use hmac::{Hmac, Mac};
-use onestop_model::entities::access_record;
+use onestop_model::entities::{access_chain_seal, access_record};
 use sea_orm::prelude::*;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, DatabaseBackend, DatabaseTransaction, QueryOrder, SqlErr, TransactionTrait,
+    ActiveModelTrait, DatabaseBackend, DatabaseTransaction, FromQueryResult, QueryOrder, Set,
+    SqlErr, Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -324,10 +332,12 @@ pub struct ChainHead {
 pub struct ChainReport {
     pub records: u64,
     pub people: u64,
-    /// People whose chain has no keyed record yet: every record of theirs
-    /// is from before keyed links and rests on plain SHA-256 (and on
-    /// exported heads, if any).
-    pub unkeyed_people: u64,
+    /// People whose chain begins with records from before keyed links,
+    /// vouched for by a seal that holds.
+    pub sealed_people: u64,
+    /// When the records from before keyed links were sealed (also on a
+    /// database that had none); `None` before the server's first start.
+    pub sealed_at: Option<DateTimeUtc>,
     pub breaks: Vec<Break>,
     pub heads: Vec<ChainHead>,
 }
@@ -361,6 +371,48 @@ async fn walk(
     subject: Option<Uuid>,
     exported: &[SignedHead],
 ) -> Result<ChainReport, DbErr> {
+    let mut report = ChainReport::default();
+    let mut seals_query = access_chain_seal::Entity::find();
+    if let Some(subject) = subject {
+        seals_query =
+            seals_query.filter(access_chain_seal::Column::SubjectUserId.is_in([subject, SEALING]));
+    }
+    let mut seals: HashMap<Uuid, access_chain_seal::Model> = seals_query
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|seal| (seal.subject_user_id, seal))
+        .collect();
+    let sealing = seals.remove(&SEALING);
+    let era_broken = |report: &mut ChainReport, seq, reason| {
+        report.breaks.push(Break {
+            subject: SEALING,
+            seq,
+            reason,
+        })
+    };
+    match &sealing {
+        Some(sealing) => match seal_holds(keys, sealing) {
+            Ok(()) => {
+                report.sealed_at = Some(sealing.created_at);
+                if subject.is_none() && seals.len() as i64 != sealing.seq {
+                    era_broken(
+                        &mut report,
+                        sealing.seq,
+                        "the seals are not the ones made: a seal was removed or added",
+                    );
+                }
+            }
+            Err(reason) => era_broken(&mut report, sealing.seq, reason),
+        },
+        None if !seals.is_empty() => era_broken(
+            &mut report,
+            0,
+            "there are seals but no record of sealing: it was removed",
+        ),
+        None => {}
+    }
+
     let mut query = access_record::Entity::find()
         .order_by_asc(access_record::Column::SubjectUserId)
         .order_by_asc(access_record::Column::Seq);
@@ -369,15 +421,24 @@ async fn walk(
     }
     let wanted: HashMap<Uuid, &SignedHead> = exported.iter().map(|h| (h.subject, h)).collect();
     let mut reached = HashSet::new();
-    let mut report = ChainReport::default();
     let mut pages = query.paginate(db, 1000);
-    // The chain being walked: its newest record so far and whether a keyed
-    // record came before.
-    let mut current: Option<(access_record::Model, bool)> = None;
-    let finish = |report: &mut ChainReport, last: Option<(access_record::Model, bool)>| {
-        if let Some((record, keyed)) = last {
-            if !keyed {
-                report.unkeyed_people += 1;
+    // The chain being walked: its newest record so far, whether a keyed
+    // record came before, and the place and link its seal vouches for.
+    let mut current: Option<Walked> = None;
+    let finish = |report: &mut ChainReport, last: Option<Walked>| {
+        if let Some(Walked {
+            record, vouched, ..
+        }) = last
+        {
+            if let Some((seq, _)) = vouched {
+                report.sealed_people += 1;
+                if record.seq < seq {
+                    report.breaks.push(Break {
+                        subject: record.subject_user_id,
+                        seq,
+                        reason: "the chain ends before its seal: records were removed",
+                    });
+                }
             }
             report.heads.push(ChainHead {
                 subject: record.subject_user_id,
@@ -392,14 +453,33 @@ async fn walk(
             report.records += 1;
             let same_person = current
                 .as_ref()
-                .is_some_and(|(last, _)| last.subject_user_id == record.subject_user_id);
-            if !same_person {
+                .is_some_and(|walked| walked.record.subject_user_id == record.subject_user_id);
+            let (expected_seq, expected_prev, keyed_before, vouched) = if same_person {
+                let walked = current.take().expect("the same person's chain");
+                (
+                    walked.record.seq + 1,
+                    walked.record.hash,
+                    walked.keyed,
+                    walked.vouched,
+                )
+            } else {
                 finish(&mut report, current.take());
                 report.people += 1;
-            }
-            let (expected_seq, expected_prev, keyed_before) = match &current {
-                Some((last, keyed)) => (last.seq + 1, last.hash.clone(), *keyed),
-                None => (1, GENESIS.to_owned(), false),
+                let vouched = match seals.remove(&record.subject_user_id) {
+                    Some(seal) => match seal_holds(keys, &seal) {
+                        Ok(()) => Some((seal.seq, seal.link)),
+                        Err(reason) => {
+                            report.breaks.push(Break {
+                                subject: seal.subject_user_id,
+                                seq: seal.seq,
+                                reason,
+                            });
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                (1, GENESIS.to_owned(), false, vouched)
             };
             let mut broken = |reason| {
                 report.breaks.push(Break {
@@ -413,8 +493,17 @@ async fn walk(
             } else if record.prev_hash != expected_prev {
                 broken("the record before this one was altered");
             }
-            if record.key_id.is_none() && keyed_before {
-                broken("a plain SHA-256 link after a keyed one: the chain was re-linked without the key");
+            if record.key_id.is_none() {
+                if keyed_before {
+                    broken("a plain SHA-256 link after a keyed one: the chain was re-linked without the key");
+                } else if vouched.as_ref().is_none_or(|(seq, _)| record.seq > *seq) {
+                    broken("a plain SHA-256 link no seal vouches for: the chain was re-linked without the key");
+                }
+            }
+            if let Some((seq, link)) = &vouched {
+                if record.seq == *seq && (record.hash != *link || record.key_id.is_some()) {
+                    broken("this record differs from its seal");
+                }
             }
             match link_of(keys, &record) {
                 Ok(link) if link == record.hash => {}
@@ -430,10 +519,27 @@ async fn walk(
                 }
             }
             let keyed = keyed_before || record.key_id.is_some();
-            current = Some((record, keyed));
+            current = Some(Walked {
+                record,
+                keyed,
+                vouched,
+            });
         }
     }
     finish(&mut report, current.take());
+    // Seals of people who have no record left at all.
+    let mut unreached: Vec<access_chain_seal::Model> = seals.into_values().collect();
+    unreached.sort_by_key(|seal| seal.subject_user_id);
+    for seal in unreached {
+        report.breaks.push(Break {
+            subject: seal.subject_user_id,
+            seq: seal.seq,
+            reason: match seal_holds(keys, &seal) {
+                Ok(()) => "the chain ends before its seal: records were removed",
+                Err(reason) => reason,
+            },
+        });
+    }
     for head in exported {
         if !reached.contains(&head.subject) && subject.is_none_or(|s| s == head.subject) {
             report.breaks.push(Break {
@@ -444,6 +550,139 @@ async fn walk(
         }
     }
     Ok(report)
+}
+
+/// One person's chain as far as it has been walked.
+struct Walked {
+    record: access_record::Model,
+    keyed: bool,
+    vouched: Option<(i64, String)>,
+}
+
+/// Format tag of what a seal's MAC covers.
+const SEAL_FORMAT: &str = "onestop-access-seal/1";
+
+/// The id under which the sealing itself is recorded; no person has it.
+pub const SEALING: Uuid = Uuid::nil();
+
+fn seal_message(subject: Uuid, seq: i64, link: &str, created_at: &DateTimeUtc) -> String {
+    serde_json::json!([
+        SEAL_FORMAT,
+        subject,
+        seq,
+        link,
+        created_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    ])
+    .to_string()
+}
+
+fn make_seal(
+    keys: &ChainKeys,
+    subject: Uuid,
+    seq: i64,
+    link: String,
+    created_at: DateTimeUtc,
+) -> access_chain_seal::ActiveModel {
+    let key = &keys.current;
+    access_chain_seal::ActiveModel {
+        subject_user_id: Set(subject),
+        seq: Set(seq),
+        mac: Set(key.sign(&seal_message(subject, seq, &link, &created_at))),
+        link: Set(link),
+        key_id: Set(key.id.clone()),
+        created_at: Set(created_at),
+    }
+}
+
+fn seal_holds(keys: &ChainKeys, seal: &access_chain_seal::Model) -> Result<(), &'static str> {
+    let key = keys
+        .get(&seal.key_id)
+        .ok_or("this seal names a key that is not configured")?;
+    let message = seal_message(seal.subject_user_id, seal.seq, &seal.link, &seal.created_at);
+    if key.sign(&message) == seal.mac {
+        Ok(())
+    } else {
+        Err("this seal does not hold: it was altered or made without the key")
+    }
+}
+
+/// What [`seal_unkeyed`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sealing {
+    /// Sealed on an earlier start (or by another replica starting now).
+    AlreadySealed,
+    /// Sealed now: the records from before keyed links of this many people.
+    Sealed(u64),
+    /// There are seals but no record of sealing: nothing is sealed again,
+    /// since that would vouch for whatever the records say now.
+    RecordOfSealingMissing,
+}
+
+/// The last record from before keyed links of one person.
+#[derive(FromQueryResult)]
+struct LastUnkeyed {
+    subject_user_id: Uuid,
+    seq: i64,
+    hash: String,
+}
+
+/// Seals every person's records from before keyed links, once per
+/// database: the place and link of each person's last record without a
+/// key id, with an HMAC under the current key, and a record of the sealing
+/// (which is made on a database without such records too). Every later call
+/// is one look-up by primary key and seals nobody, so records written
+/// without the key later, or a removed seal, are never vouched for.
+/// Replicas starting together take turns (the write lock on SQLite, an
+/// advisory lock on PostgreSQL) and insert only what is absent.
+pub async fn seal_unkeyed(db: &DatabaseConnection, keys: &ChainKeys) -> Result<Sealing, DbErr> {
+    let sealed = access_chain_seal::Entity::find_by_id(SEALING);
+    if sealed.clone().one(db).await?.is_some() {
+        return Ok(Sealing::AlreadySealed);
+    }
+    let txn = onestop_model::begin_write(db).await?;
+    hold_chain(&txn, SEALING).await?;
+    if sealed.one(&txn).await?.is_some() {
+        return Ok(Sealing::AlreadySealed);
+    }
+    if access_chain_seal::Entity::find().one(&txn).await?.is_some() {
+        return Ok(Sealing::RecordOfSealingMissing);
+    }
+    let last = LastUnkeyed::find_by_statement(Statement::from_string(
+        txn.get_database_backend(),
+        "SELECT r.subject_user_id, r.seq, r.hash FROM access_records r \
+         WHERE r.key_id IS NULL AND NOT EXISTS (SELECT 1 FROM access_records n \
+         WHERE n.subject_user_id = r.subject_user_id AND n.key_id IS NULL AND n.seq > r.seq)",
+    ))
+    .all(&txn)
+    .await?;
+    let now = Utc::now();
+    let created_at = now
+        .with_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now);
+    let people = last.len() as u64;
+    let seals = last
+        .into_iter()
+        .map(|last| make_seal(keys, last.subject_user_id, last.seq, last.hash, created_at))
+        .chain(std::iter::once(make_seal(
+            keys,
+            SEALING,
+            people as i64,
+            "sealing".to_owned(),
+            created_at,
+        )))
+        .collect::<Vec<_>>();
+    for batch in seals.chunks(500) {
+        access_chain_seal::Entity::insert_many(batch.iter().cloned())
+            .on_conflict(
+                OnConflict::column(access_chain_seal::Column::SubjectUserId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(Sealing::Sealed(people))
 }
 
 /// Format tag of an exported heads file and of what its MACs cover.

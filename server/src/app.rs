@@ -108,6 +108,28 @@ pub fn access_log_keys_from_settings(
     })
 }
 
+/// Seals the access records from before keyed links on the first start
+/// with seals; a quick look on every later one.
+async fn seal_access_records(
+    db: &DatabaseConnection,
+    keys: &crate::access_log::ChainKeys,
+) -> Result<(), StartupError> {
+    use crate::access_log::Sealing;
+    match crate::access_log::seal_unkeyed(db, keys).await? {
+        Sealing::AlreadySealed => {}
+        Sealing::Sealed(people) => tracing::info!(
+            people,
+            key_id = keys.current_id(),
+            "access records from before keyed links sealed"
+        ),
+        Sealing::RecordOfSealingMissing => tracing::error!(
+            "the record of sealing the access records is missing while seals exist: nothing \
+             was sealed again; `onestop-server verify-access-log` reports it"
+        ),
+    }
+    Ok(())
+}
+
 pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -211,6 +233,7 @@ impl Application {
         };
         let vault = vault_from_settings(&settings)?;
         let access_log = access_log_keys_from_settings(&settings, true)?;
+        seal_access_records(&db, &access_log).await?;
         let demo_accounts = if settings.demo_enabled() {
             demo::seed(&db, &rrn_index, &vault).await?;
             demo::describe()

@@ -248,10 +248,12 @@ async fn verify_access_log(settings: Settings, heads: Option<&str>) -> std::proc
                     ""
                 }
             );
-            if report.unkeyed_people > 0 {
+            if let Some(sealed_at) = report.sealed_at {
                 println!(
-                    "  {} people have only records from before keyed links (plain SHA-256)",
-                    report.unkeyed_people
+                    "  records from before keyed links sealed at {}: {} people's hold up to \
+                     their seals",
+                    sealed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    report.sealed_people
                 );
             }
             std::process::ExitCode::SUCCESS

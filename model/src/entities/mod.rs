@@ -1,5 +1,6 @@
 //! sea-orm entities, one module per table.
 
+pub mod access_chain_seal;
 pub mod access_record;
 pub mod agency;
 pub mod attachment;

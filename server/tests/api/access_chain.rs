@@ -1,11 +1,14 @@
 //! The access log as an attacker meets it: every official's look and
 //! change is recorded in the same transaction, the chain is keyed so
-//! someone with write access to the database cannot re-link it, exported
+//! someone with write access to the database cannot re-link it, records
+//! from before keyed links are believed only as far as their seal, exported
 //! heads find removed records, and claims hold against colleagues.
 
-use chrono::SecondsFormat;
-use onestop_model::entities::access_record;
-use onestop_server::access_log::{self, ExportedHeads};
+use chrono::{SecondsFormat, TimeZone, Utc};
+use onestop_migrations::{Migrator, MigratorTrait};
+use onestop_model::entities::{access_chain_seal, access_record};
+use onestop_server::access_log::{self, Access, Actor, ExportedHeads, Sealing};
+use onestop_server::Application;
 use reqwest::{Method, StatusCode};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
@@ -24,19 +27,31 @@ async fn attacker(app: &TestApp) -> DatabaseConnection {
     match db.get_database_backend() {
         DatabaseBackend::Postgres => db
             .execute_unprepared(
-                "ALTER TABLE access_records DISABLE TRIGGER access_records_append_only",
+                "ALTER TABLE access_records DISABLE TRIGGER access_records_append_only; \
+                 ALTER TABLE access_chain_seals DISABLE TRIGGER access_chain_seals_append_only;",
             )
             .await
             .unwrap(),
         _ => db
             .execute_unprepared(
                 "DROP TRIGGER IF EXISTS access_records_no_update; \
-                 DROP TRIGGER IF EXISTS access_records_no_delete;",
+                 DROP TRIGGER IF EXISTS access_records_no_delete; \
+                 DROP TRIGGER IF EXISTS access_chain_seals_no_update; \
+                 DROP TRIGGER IF EXISTS access_chain_seals_no_delete;",
             )
             .await
             .unwrap(),
     };
     db
+}
+
+/// Starts the server again on the same database and stops it: what a
+/// restart, or another replica starting, does.
+async fn restart(app: &TestApp) {
+    let again = Application::build(app.settings.clone())
+        .await
+        .expect("the server starts again");
+    again.run_until_stopped(async {}).await.unwrap();
 }
 
 async fn user_id(app: &TestApp, token: &str) -> Uuid {
@@ -197,7 +212,8 @@ async fn claiming_is_in_her_access_log(backend: Backend) {
         .await
         .unwrap();
     assert!(report.breaks.is_empty(), "{:?}", report.breaks);
-    assert_eq!(report.unkeyed_people, 0);
+    assert_eq!(report.sealed_people, 0);
+    assert!(report.sealed_at.is_some(), "sealed on the first start");
     app.stop().await;
 }
 
@@ -344,12 +360,26 @@ async fn a_chain_relinked_without_the_key_is_found(backend: Backend) {
         report.breaks
     );
 
-    // The whole chain posing as records from before keyed links holds by
-    // itself, but not against the heads exported before.
+    // The whole chain posing as records from before keyed links: no seal
+    // vouches for it, on a restart neither, nor against the exported heads.
     relink(&db, mother, 1, None, plain_link).await;
-    let report = access_log::verify(&db, keys, Some(mother)).await.unwrap();
-    assert!(report.breaks.is_empty(), "{:?}", report.breaks);
-    assert_eq!(report.unkeyed_people, 1);
+    restart(&app).await;
+    for subject in [Some(mother), None] {
+        let report = access_log::verify(&db, keys, subject).await.unwrap();
+        let unvouched: Vec<i64> = report
+            .breaks
+            .iter()
+            .filter(|b| b.subject == mother && b.reason.contains("no seal vouches for"))
+            .map(|b| b.seq)
+            .collect();
+        assert_eq!(
+            unvouched,
+            chain.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            "{:?}",
+            report.breaks
+        );
+        assert_eq!(report.sealed_people, 0);
+    }
     let report = access_log::verify_against(&db, keys, &exported)
         .await
         .unwrap();
@@ -371,6 +401,280 @@ async fn a_chain_relinked_without_the_key_is_found_on_sqlite() {
 #[tokio::test]
 async fn a_chain_relinked_without_the_key_is_found_on_postgres() {
     a_chain_relinked_without_the_key_is_found(Backend::Postgres).await;
+}
+
+/// Writes a chain of `n` records the way the server did before links were
+/// keyed: no key id, plain SHA-256 links.
+async fn write_unkeyed_chain(db: &DatabaseConnection, subject: Uuid, n: i64) {
+    let mut prev = access_log::GENESIS.to_owned();
+    for seq in 1..=n {
+        let mut record = access_record::Model {
+            id: Uuid::now_v7(),
+            subject_user_id: subject,
+            seq,
+            actor_id: Some(Uuid::new_v4()),
+            actor_role: "official".into(),
+            actor_agency_id: Some("muni-gangnam".into()),
+            client_address: "203.0.113.7".into(),
+            action: "case.viewed".into(),
+            object_id: Uuid::new_v4().to_string(),
+            purpose: "review".into(),
+            created_at: Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap()
+                + chrono::Duration::minutes(seq),
+            prev_hash: prev,
+            hash: String::new(),
+            key_id: None,
+        };
+        record.hash = plain_link(&record);
+        prev = record.hash.clone();
+        access_record::ActiveModel::from(record)
+            .reset_all()
+            .insert(db)
+            .await
+            .unwrap();
+    }
+}
+
+async fn seal_of(db: &DatabaseConnection, subject: Uuid) -> Option<access_chain_seal::Model> {
+    access_chain_seal::Entity::find_by_id(subject)
+        .one(db)
+        .await
+        .unwrap()
+}
+
+fn has_break(report: &access_log::ChainReport, subject: Uuid, seq: i64, reason: &str) -> bool {
+    report
+        .breaks
+        .iter()
+        .any(|b| b.subject == subject && b.seq == seq && b.reason.contains(reason))
+}
+
+/// A database with records from before keyed links when the server first
+/// starts with a key: they are sealed and hold; rewriting them at or past
+/// the sealed place, or removing or altering a seal, is found, and a later
+/// start seals nothing again.
+async fn records_from_before_keyed_links_are_sealed_on_first_start(backend: Backend) {
+    let (first, second, third) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let app = spawn_app_with(
+        backend,
+        Options {
+            before_start: Some(Box::new(move |settings| {
+                Box::pin(async move {
+                    let db = Database::connect(&settings.database_url).await.unwrap();
+                    Migrator::up(&db, None).await.unwrap();
+                    write_unkeyed_chain(&db, first, 3).await;
+                    write_unkeyed_chain(&db, second, 2).await;
+                    write_unkeyed_chain(&db, third, 2).await;
+                    db.close().await.unwrap();
+                })
+            })),
+            ..Options::default()
+        },
+    )
+    .await;
+    let keys = &app.state.access_log;
+    let db = attacker(&app).await;
+
+    // Sealed: each person's last record from before, and the sealing.
+    let report = access_log::verify(&db, keys, None).await.unwrap();
+    assert!(report.breaks.is_empty(), "{:?}", report.breaks);
+    assert_eq!((report.records, report.sealed_people), (7, 3));
+    assert!(report.sealed_at.is_some());
+    let seal = seal_of(&db, first).await.expect("her records are sealed");
+    assert_eq!(seal.seq, 3);
+    assert_eq!(seal.link, chain_of(&db, first).await[2].hash);
+    assert_eq!(seal.key_id, keys.current_id());
+    assert_eq!(seal_of(&db, access_log::SEALING).await.unwrap().seq, 3);
+
+    // Keyed records follow the sealed ones; a restart seals nothing more.
+    access_log::record(
+        &app.state.db,
+        keys,
+        Access {
+            subject: first,
+            actor: Actor::service(),
+            client_address: "127.0.0.1".into(),
+            action: "facts.looked_up",
+            object_id: first.to_string(),
+            purpose: "eligibility",
+        },
+    )
+    .await
+    .unwrap();
+    restart(&app).await;
+    assert_eq!(
+        access_log::seal_unkeyed(&db, keys).await.unwrap(),
+        Sealing::AlreadySealed
+    );
+    let report = access_log::verify(&db, keys, None).await.unwrap();
+    assert!(report.breaks.is_empty(), "{:?}", report.breaks);
+    assert_eq!((report.records, report.sealed_people), (8, 3));
+
+    // Past the sealed place: her keyed record rewritten in the old format.
+    relink(&db, first, 4, None, plain_link).await;
+    // At the sealed place: his last sealed record edited and re-linked.
+    relink(&db, second, 2, None, plain_link).await;
+    let report = access_log::verify(&db, keys, None).await.unwrap();
+    assert!(
+        has_break(&report, first, 4, "no seal vouches for"),
+        "{:?}",
+        report.breaks
+    );
+    assert!(
+        has_break(&report, second, 2, "this record differs from its seal"),
+        "{:?}",
+        report.breaks
+    );
+    assert!(
+        !report.breaks.iter().any(|b| b.subject == third),
+        "{:?}",
+        report.breaks
+    );
+
+    // A removed seal: none of the records it vouched for hold, and a
+    // restart does not seal them again.
+    let removed = seal_of(&db, third).await.unwrap();
+    access_chain_seal::Entity::delete_by_id(third)
+        .exec(&db)
+        .await
+        .unwrap();
+    restart(&app).await;
+    assert!(seal_of(&db, third).await.is_none(), "not sealed again");
+    let report = access_log::verify(&db, keys, None).await.unwrap();
+    for seq in [1, 2] {
+        assert!(
+            has_break(&report, third, seq, "no seal vouches for"),
+            "{:?}",
+            report.breaks
+        );
+    }
+    assert!(
+        has_break(&report, access_log::SEALING, 3, "a seal was removed"),
+        "{:?}",
+        report.breaks
+    );
+    let report = access_log::verify(&db, keys, Some(third)).await.unwrap();
+    assert_eq!(report.breaks.len(), 2, "{:?}", report.breaks);
+
+    // Put back altered, its MAC kept: the seal does not hold.
+    let mut altered: access_chain_seal::ActiveModel = removed.clone().into();
+    altered.seq = Set(1);
+    altered.link = Set(chain_of(&db, third).await[0].hash.clone());
+    access_chain_seal::Entity::insert(altered.reset_all())
+        .exec_without_returning(&db)
+        .await
+        .unwrap();
+    let report = access_log::verify(&db, keys, Some(third)).await.unwrap();
+    assert!(
+        has_break(&report, third, 1, "this seal does not hold"),
+        "{:?}",
+        report.breaks
+    );
+    assert!(
+        has_break(&report, third, 2, "no seal vouches for"),
+        "{:?}",
+        report.breaks
+    );
+
+    // The record of sealing removed too: nothing is sealed again.
+    access_chain_seal::Entity::delete_by_id(access_log::SEALING)
+        .exec(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        access_log::seal_unkeyed(&db, keys).await.unwrap(),
+        Sealing::RecordOfSealingMissing
+    );
+    restart(&app).await;
+    let report = access_log::verify(&db, keys, None).await.unwrap();
+    assert!(
+        has_break(&report, access_log::SEALING, 0, "no record of sealing"),
+        "{:?}",
+        report.breaks
+    );
+    assert!(report.sealed_at.is_none());
+
+    // A whole chain removed leaves its seal behind, which finds it.
+    access_record::Entity::delete_many()
+        .filter(access_record::Column::SubjectUserId.eq(second))
+        .exec(&db)
+        .await
+        .unwrap();
+    let report = access_log::verify(&db, keys, None).await.unwrap();
+    assert!(
+        has_break(&report, second, 2, "records were removed"),
+        "{:?}",
+        report.breaks
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn records_from_before_keyed_links_are_sealed_on_first_start_on_sqlite() {
+    records_from_before_keyed_links_are_sealed_on_first_start(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn records_from_before_keyed_links_are_sealed_on_first_start_on_postgres() {
+    records_from_before_keyed_links_are_sealed_on_first_start(Backend::Postgres).await;
+}
+
+/// Replicas starting together seal once: one seals, the other finds it
+/// done. Seals cannot be changed in place (the database refuses it).
+#[tokio::test]
+async fn replicas_starting_together_seal_once() {
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let app = spawn_app_with(
+        Backend::Postgres,
+        Options {
+            before_start: Some(Box::new(move |settings| {
+                Box::pin(async move {
+                    let keys = onestop_server::app::access_log_keys_from_settings(&settings, false)
+                        .unwrap();
+                    let one = Database::connect(&settings.database_url).await.unwrap();
+                    let other = Database::connect(&settings.database_url).await.unwrap();
+                    Migrator::up(&one, None).await.unwrap();
+                    write_unkeyed_chain(&one, first, 2).await;
+                    write_unkeyed_chain(&one, second, 1).await;
+                    let (a, b) = futures_util::future::join(
+                        access_log::seal_unkeyed(&one, &keys),
+                        access_log::seal_unkeyed(&other, &keys),
+                    )
+                    .await;
+                    let mut outcomes = [a.unwrap(), b.unwrap()];
+                    outcomes.sort_by_key(|o| matches!(o, Sealing::AlreadySealed));
+                    assert_eq!(outcomes, [Sealing::Sealed(2), Sealing::AlreadySealed]);
+                    one.close().await.unwrap();
+                    other.close().await.unwrap();
+                })
+            })),
+            ..Options::default()
+        },
+    )
+    .await;
+    let keys = &app.state.access_log;
+    let db = Database::connect(&app.settings.database_url).await.unwrap();
+    let report = access_log::verify(&db, keys, None).await.unwrap();
+    assert!(report.breaks.is_empty(), "{:?}", report.breaks);
+    assert_eq!(report.sealed_people, 2);
+    assert_eq!(
+        access_chain_seal::Entity::find()
+            .all(&db)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    for statement in [
+        "UPDATE access_chain_seals SET seq = 5",
+        "DELETE FROM access_chain_seals",
+    ] {
+        assert!(
+            db.execute_unprepared(statement).await.is_err(),
+            "{statement}"
+        );
+    }
+    app.stop().await;
 }
 
 /// Removing a person's newest records leaves a shorter chain that holds;

@@ -38,9 +38,16 @@ pub struct Options {
     pub max_upload_bytes: u64,
     /// Changes any other setting before the server starts.
     pub adjust: Option<AdjustSettings>,
+    /// Runs before the server first starts on its database (named by the
+    /// settings), e.g. to put in place what an older version left there.
+    pub before_start: Option<BeforeStart>,
 }
 
 pub type AdjustSettings = Box<dyn FnOnce(&mut Settings) + Send>;
+
+pub type BeforeStart = Box<
+    dyn FnOnce(Settings) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send,
+>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -49,6 +56,7 @@ impl Default for Options {
             token_burst: 50,
             max_upload_bytes: 2 * 1024 * 1024,
             adjust: None,
+            before_start: None,
         }
     }
 }
@@ -121,6 +129,9 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         adjust(&mut settings);
     }
     settings.validate().expect("test settings are valid");
+    if let Some(before_start) = options.before_start {
+        before_start(settings.clone()).await;
+    }
     let application = Application::build(settings.clone())
         .await
         .expect("the server starts");
