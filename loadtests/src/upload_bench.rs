@@ -18,7 +18,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ use image::codecs::jpeg::JpegEncoder;
 use image::metadata::Orientation;
 use image::ImageFormat;
 use image::{ImageBuffer, Rgb};
+use onestop_loadtests::memory::{rss_kib, Sampler};
+use onestop_loadtests::target::{argument, start_target};
 use onestop_server::media::{Writeback, LARGE_WRITE, QUEUED_WRITES};
 use onestop_server::uploads::strip::Sanitizer;
 use onestop_server::uploads::thumbnails::{self, render};
@@ -44,100 +46,10 @@ const TUSKIT_CHUNK: usize = 500 * 1024;
 /// Phones uploading at once in the second throughput measurement.
 const TOGETHER: usize = 4;
 
-struct Target {
-    url: String,
-    pid: Option<u32>,
-    media_dir: PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn argument(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-async fn start_target(scratch: &Path) -> Target {
-    if let Some(url) = argument("--url") {
-        return Target {
-            url,
-            pid: argument("--pid").and_then(|p| p.parse().ok()),
-            media_dir: argument("--media-dir")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| scratch.to_owned()),
-            child: None,
-        };
-    }
-    let binary = argument("--server").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("this program's path")
-            .with_file_name("onestop-server")
-    });
-    assert!(
-        binary.exists(),
-        "{} is missing: cargo build --release -p onestop-server (or pass --server)",
-        binary.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let cwd = scratch.join("server");
-    let media_dir = scratch.join("media");
-    std::fs::create_dir_all(&cwd).unwrap();
-    let log = std::fs::File::create(scratch.join("server.log")).unwrap();
-    let mut command = std::process::Command::new(&binary);
-    command
-        .arg("serve")
-        .current_dir(&cwd)
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("MEDIA_DIR", &media_dir)
-        .env(
-            "REDIS_PREFIX",
-            format!("bench:{}:", uuid::Uuid::new_v4().simple()),
-        )
-        .env("MAX_UPLOAD_BYTES", (16 * 1024 * 1024).to_string())
-        .env("UPLOAD_RATE_PER_MINUTE", "1000000")
-        .env("UPLOAD_BURST", "1000000")
-        .env("TOKEN_RATE_PER_MINUTE", "100000")
-        .env("TOKEN_BURST", "10000")
-        .env("ACCOUNT_SIGN_IN_PER_MINUTE", "100000")
-        .env("ACCOUNT_SIGN_IN_BURST", "10000")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    for inherited in ["DATABASE_URL", "REDIS_URL"] {
-        command.env_remove(inherited);
-    }
-    let child = command.spawn().expect("the server starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let probe = Client::new();
-    for _ in 0..600 {
-        if probe
-            .get(format!("{url}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Target {
-        url,
-        pid: Some(child.id()),
-        media_dir,
-        child: Some(child),
-    }
+/// Settings of the benchmark's server beyond those every benchmark's
+/// server gets ([`start_target`]).
+fn server_env() -> [(&'static str, String); 1] {
+    [("MAX_UPLOAD_BYTES", (16 * 1024 * 1024).to_string())]
 }
 
 /// A noisy photo (noise compresses badly, like a real one) of about
@@ -511,53 +423,6 @@ fn stat_cpu_ms(proc_dir: &str) -> f64 {
     ticks as f64 * 1000.0 / rustix::param::clock_ticks_per_second() as f64
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Samples the resident memory of `pid` every 2 ms until stopped.
-struct Sampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(pid: u32) -> Self {
-        let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-        Sampler {
-            peak,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn peak_kib(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
 /// Waits until the thumbnails of `ids` are made (asked through the API,
 /// so it works against any server).
 async fn thumbnails_settled(client: &Client, url: &str, token: &str, ids: &[String]) {
@@ -737,7 +602,7 @@ async fn main() {
         .collect();
     let load_before = load_average();
     let reported_before = reported_to_host_kib();
-    let target = start_target(&scratch).await;
+    let target = start_target(&scratch, &server_env()).await;
     let url = target.url.clone();
     let client = Client::builder()
         .pool_max_idle_per_host(64)
@@ -883,7 +748,7 @@ async fn main() {
         }
         let fresh;
         let (url, token, pid) = if target.child.is_some() {
-            fresh = start_target(&scratch.join(format!("memory-{n}"))).await;
+            fresh = start_target(&scratch.join(format!("memory-{n}")), &server_env()).await;
             let token = self::token(&client, &fresh.url).await;
             (fresh.url.clone(), token, fresh.pid)
         } else {
