@@ -97,7 +97,11 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             // left unread, and nothing may try to decode it.
             request.headers_mut().remove(header::CONTENT_ENCODING);
             request.set_body(Body::empty());
-            return self.inner.call(request).await.map(IntoResponse::into_response);
+            return self
+                .inner
+                .call(request)
+                .await
+                .map(IntoResponse::into_response);
         }
         if request
             .headers()
@@ -113,9 +117,10 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             ))
             .into_response();
             // RFC 9110 §12.5.3: say which codings are accepted.
-            response
-                .headers_mut()
-                .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            response.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
             return Ok(response);
         }
         let path = request.uri().path();
@@ -153,18 +158,20 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
 /// `limit` have come (and `overflowed` set, for the answer).
 pub fn counted(body: Body, limit: u64, overflowed: Arc<AtomicBool>) -> Body {
     let mut seen = 0u64;
-    let stream = body.into_bytes_stream().map(move |chunk: std::io::Result<Bytes>| {
-        let chunk = chunk?;
-        seen += chunk.len() as u64;
-        if seen > limit {
-            overflowed.store(true, Ordering::Release);
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("the body is larger than the limit of {limit} bytes"),
-            ));
-        }
-        Ok(chunk)
-    });
+    let stream = body
+        .into_bytes_stream()
+        .map(move |chunk: std::io::Result<Bytes>| {
+            let chunk = chunk?;
+            seen += chunk.len() as u64;
+            if seen > limit {
+                overflowed.store(true, Ordering::Release);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the body is larger than the limit of {limit} bytes"),
+                ));
+            }
+            Ok(chunk)
+        });
     Body::from_bytes_stream(stream)
 }
 

@@ -61,7 +61,11 @@ enum State {
     Preamble(usize),
     /// After a boundary: its line and the part's headers up to the blank
     /// line; bytes seen so far and the first two of them (`--` closes).
-    Headers { seen: usize, first: [u8; 2], got: u8 },
+    Headers {
+        seen: usize,
+        first: [u8; 2],
+        got: u8,
+    },
     /// A part's content, up to the next `\r\n--boundary`.
     Content,
     /// After the closing `--boundary--`; bytes seen so far.

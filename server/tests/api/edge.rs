@@ -65,7 +65,11 @@ async fn read_answer(stream: &mut TcpStream, within: Duration) -> RawAnswer {
             .await
             .expect("an answer in time")
             .expect("the connection stays readable");
-        assert!(read > 0, "closed without an answer: {:?}", String::from_utf8_lossy(&buffer));
+        assert!(
+            read > 0,
+            "closed without an answer: {:?}",
+            String::from_utf8_lossy(&buffer)
+        );
         buffer.extend_from_slice(&chunk[..read]);
     }
 }
@@ -118,19 +122,26 @@ async fn a_compressed_body_is_refused_without_being_inflated() {
             .unwrap();
         let elapsed = started.elapsed();
         assert_eq!(
-            response.headers()["accept-encoding"], "identity",
+            response.headers()["accept-encoding"],
+            "identity",
             "{coding}: the answer says what is accepted"
         );
         let body = problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
         assert_eq!(body["type"], "urn:onestop:problem:unsupported-media-type");
-        assert!(body["detail"].as_str().unwrap().contains("Content-Encoding"));
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Encoding"));
         assert!(elapsed < Duration::from_secs(5), "{coding}: {elapsed:?}");
     }
     // Every kind of route that reads a body refuses it the same way,
     // before routing or signing in.
     for (method, path) in [
         (Method::POST, "/v1/attachments"),
-        (Method::PATCH, "/v1/uploads/0190d5a0-0000-7000-8000-000000000000"),
+        (
+            Method::PATCH,
+            "/v1/uploads/0190d5a0-0000-7000-8000-000000000000",
+        ),
         (
             Method::POST,
             "/v1/review/cases/0190d5a0-0000-7000-8000-000000000000/documents",
@@ -189,7 +200,10 @@ async fn a_body_without_a_length_is_refused_or_cut_off_at_the_limit() {
         .unwrap();
     let answer = read_answer(&mut stream, Duration::from_secs(10)).await;
     assert_eq!(answer.status, 411);
-    assert_eq!(answer.problem()["type"], "urn:onestop:problem:length-required");
+    assert_eq!(
+        answer.problem()["type"],
+        "urn:onestop:problem:length-required"
+    );
 
     // An upload may stream without one, but not past the limit: an
     // endless PDF is cut off and answered 413 while it is still coming.
@@ -199,7 +213,8 @@ async fn a_body_without_a_length_is_refused_or_cut_off_at_the_limit() {
          Content-Type: multipart/form-data; boundary=b0undary\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    let part = b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n\
+    let part =
+        b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n\
                  Content-Type: application/pdf\r\n\r\n%PDF-1.7\n";
     stream
         .write_all(format!("{:x}\r\n", part.len()).as_bytes())
@@ -358,7 +373,10 @@ async fn a_request_head_sent_too_slowly_and_an_idle_connection_are_closed() {
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(read_answer(&mut idle, Duration::from_secs(5)).await.status, 200);
+    assert_eq!(
+        read_answer(&mut idle, Duration::from_secs(5)).await.status,
+        200
+    );
     let started = Instant::now();
     assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
     assert!(started.elapsed() >= Duration::from_millis(500));
@@ -369,7 +387,11 @@ async fn a_request_head_sent_too_slowly_and_an_idle_connection_are_closed() {
     app.stop().await;
 }
 
-async fn sign_in_from(app: &crate::helpers::TestApp, forwarded: &str, password: &str) -> StatusCode {
+async fn sign_in_from(
+    app: &crate::helpers::TestApp,
+    forwarded: &str,
+    password: &str,
+) -> StatusCode {
     app.request(Method::POST, "/v1/auth/token", None)
         .header("x-forwarded-for", forwarded)
         .json(&json!({ "username": "mother1", "password": password }))
@@ -417,7 +439,11 @@ async fn a_forged_forwarded_address_neither_escapes_the_budget_nor_enters_the_re
     let submission = app.apply(&mother, &["childcare_allowance"], None).await;
     let case_id = submission["cases"][0]["id"].as_str().unwrap();
     let response = app
-        .request(Method::GET, &format!("/v1/review/cases/{case_id}"), Some(&official))
+        .request(
+            Method::GET,
+            &format!("/v1/review/cases/{case_id}"),
+            Some(&official),
+        )
         .header("x-forwarded-for", "6.6.6.6, 198.51.100.23")
         .send()
         .await
