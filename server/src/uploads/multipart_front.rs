@@ -179,6 +179,19 @@ impl MultipartFront {
                                 return Err(FrontError::TooManyParts(self.limits.parts));
                             }
                         }
+                        if got < 2 {
+                            // Part or close is not known yet: no bound is
+                            // judged before it is, so the verdict does not
+                            // depend on where the chunks were cut.
+                            let _ = self.search(Needle::HeadersEnd, rest);
+                            self.state = State::Headers {
+                                seen: seen + rest.len(),
+                                first,
+                                got,
+                            };
+                            at = chunk.len();
+                            continue;
+                        }
                         self.state = State::Headers { seen, first, got };
                     }
                     let limit = self.limits.part_headers;
@@ -412,6 +425,38 @@ mod tests {
         let mut with_preamble = b"a short preamble\r\n".to_vec();
         with_preamble.extend_from_slice(&body(&[("file", b"x")]));
         assert_eq!(verdict(&with_preamble, 3, FrontLimits::default()), Ok(1));
+    }
+
+    #[test]
+    fn the_verdict_does_not_depend_on_where_the_body_was_cut_even_at_tiny_bounds() {
+        let tiny = |parts| FrontLimits {
+            preamble: 0,
+            part_headers: 0,
+            parts,
+            epilogue: 0,
+        };
+        let boundary = b"B";
+        for (input, limits) in [
+            (&b"--Bxx\r\n\r\n"[..], tiny(0)),
+            (&b"--B--"[..], tiny(1)),
+            (&b"--B\r\n\r\nx\r\n--B--"[..], tiny(1)),
+        ] {
+            let verdicts: Vec<_> = [1, 2, 3, input.len()]
+                .into_iter()
+                .map(|split| {
+                    let mut front = MultipartFront::new(boundary, limits);
+                    input
+                        .chunks(split)
+                        .try_for_each(|piece| front.feed(piece))
+                        .and_then(|()| front.finish())
+                })
+                .collect();
+            assert!(
+                verdicts.windows(2).all(|pair| pair[0] == pair[1]),
+                "{:?}: {verdicts:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
     }
 
     #[test]

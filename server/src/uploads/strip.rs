@@ -533,7 +533,13 @@ impl JpegFilter {
             0xEE if head.starts_with(b"Adobe") => Verdict::Keep,
             0xE0..=0xEF => Verdict::Drop,
             _ => {
-                // A frame header: precision, height, width.
+                // A frame header: precision, height, width. A second one
+                // is refused: viewers show the first frame (or give up),
+                // so the facts of a later one would not describe the
+                // photo.
+                if self.seen_frame {
+                    return Err(Refusal::Damaged("a second frame header".into()));
+                }
                 let height = u32::from(u16::from_be_bytes([head[1], head[2]]));
                 let width = u32::from(u16::from_be_bytes([head[3], head[4]]));
                 check_pixels(width, height, self.max_pixels)?;
@@ -1024,6 +1030,19 @@ mod tests {
                 assert!(held <= MAX_HELD, "{media_type}: {held} bytes held");
             }
         }
+    }
+
+    #[test]
+    fn a_second_frame_header_is_refused() {
+        let file = jpeg_with_metadata();
+        let sos = file.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let mut twice = file[..sos].to_vec();
+        twice.extend(segment(0xC0, &[8, 0, 1, 0x11, 0x11, 1, 1, 0x11, 0]));
+        twice.extend_from_slice(&file[sos..]);
+        assert!(matches!(
+            filter_in_pieces("image/jpeg", &twice, 7),
+            Err(Refusal::Damaged(_))
+        ));
     }
 
     fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
