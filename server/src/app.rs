@@ -241,6 +241,7 @@ impl Application {
             Vec::new()
         };
         let texts = Texts::load(&db).await?;
+        let names = crate::cases::NameBook::new(crate::cases::CatalogNames::load(&db).await?);
         let media = crate::media::from_settings(&settings)
             .await
             .map_err(StartupError::Media)?;
@@ -268,6 +269,7 @@ impl Application {
             redis: redis.clone(),
             catalog,
             texts,
+            names,
             outbox_wakeup: outbox_wakeup.clone(),
             db: db.clone(),
             reads,
@@ -401,7 +403,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
 }
 
 /// Periodic housekeeping: expired idempotency keys, idle rate-limit
-/// entries, metric histograms.
+/// entries, metric histograms, the catalog's names read again.
 async fn maintenance(state: AppState, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -413,6 +415,9 @@ async fn maintenance(state: AppState, cancel: CancellationToken) {
         metrics_handle().run_upkeep();
         if let Err(error) = idempotency::sweep(&state.db).await {
             tracing::warn!(error = %ErrorChain(&error), "sweeping idempotency keys failed");
+        }
+        if let Err(error) = state.names.reload(&state.reads).await {
+            tracing::warn!(error = %ErrorChain(&error), "reading the catalog's names failed");
         }
     }
 }

@@ -29,18 +29,18 @@ pub fn if_match_holds(header: &str, case: &case::Model) -> bool {
         .any(|tag| tag == "*" || tag == current)
 }
 
-/// Localised names of agencies, services and forms, loaded once per
-/// request for every case it shows.
-pub struct Names {
+/// The localised names of every agency, service and form, as the catalog
+/// in the database has them.
+#[derive(Default)]
+pub struct CatalogNames {
     agencies: HashMap<String, serde_json::Value>,
     services: HashMap<String, serde_json::Value>,
     forms: HashMap<String, serde_json::Value>,
-    pub locale: Locale,
 }
 
-impl Names {
-    pub async fn load(db: &impl ConnectionTrait, locale: Locale) -> Result<Self, DbErr> {
-        Ok(Names {
+impl CatalogNames {
+    pub async fn load(db: &impl ConnectionTrait) -> Result<Self, DbErr> {
+        Ok(CatalogNames {
             agencies: agency::Entity::find()
                 .all(db)
                 .await?
@@ -59,12 +59,51 @@ impl Names {
                 .into_iter()
                 .map(|f| (f.code, f.names))
                 .collect(),
-            locale,
         })
     }
+}
 
+/// The catalog's names in memory, so that showing a case costs the same
+/// whatever the catalog holds (the real one has thousands of offices).
+/// Loaded at start and read again by the maintenance task, so a catalog
+/// another replica seeded reaches this one within a period.
+pub struct NameBook(std::sync::RwLock<std::sync::Arc<CatalogNames>>);
+
+impl NameBook {
+    pub fn new(names: CatalogNames) -> Self {
+        NameBook(std::sync::RwLock::new(std::sync::Arc::new(names)))
+    }
+
+    /// The names as they are now, for one reader's language.
+    pub fn in_locale(&self, locale: Locale) -> Names {
+        let catalog = match self.0.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Names { catalog, locale }
+    }
+
+    /// Reads the names from the database again.
+    pub async fn reload(&self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        let fresh = std::sync::Arc::new(CatalogNames::load(db).await?);
+        match self.0.write() {
+            Ok(mut current) => *current = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+}
+
+/// The catalog's names for one reader's language.
+pub struct Names {
+    catalog: std::sync::Arc<CatalogNames>,
+    pub locale: Locale,
+}
+
+impl Names {
     pub fn agency(&self, id: &str) -> String {
-        self.agencies
+        self.catalog
+            .agencies
             .get(id)
             .map(|names| localised_name(names, self.locale))
             .unwrap_or_else(|| id.to_owned())
@@ -72,9 +111,10 @@ impl Names {
 
     /// The name of what a case asks for: its service or its form.
     pub fn subject(&self, code: &str) -> String {
-        self.services
+        self.catalog
+            .services
             .get(code)
-            .or_else(|| self.forms.get(code))
+            .or_else(|| self.catalog.forms.get(code))
             .map(|names| localised_name(names, self.locale))
             .unwrap_or_else(|| code.to_owned())
     }

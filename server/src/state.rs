@@ -39,6 +39,8 @@ pub struct Inner {
     pub redis: Arc<RedisLink>,
     /// The catalog as seeded at start (document names live only here).
     pub catalog: Catalog,
+    /// Names of agencies, services and forms, kept in memory.
+    pub names: crate::cases::NameBook,
     /// Texts of inbox entries, loaded from the catalog at start.
     pub texts: Texts,
     /// Woken after a commit that wrote to the outbox, so events leave at once

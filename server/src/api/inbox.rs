@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::{reader_locale, Tag};
 use crate::auth::BearerAuth;
-use crate::cases::Names;
 use crate::error::ApiError;
 use crate::pagination::{page_size, split_page, Cursor, Order};
 use crate::problems;
@@ -105,11 +104,9 @@ impl InboxApi {
             .one(&state.reads)
             .await?
             .map(|u| u.locale);
-        let names = Names::load(
-            &state.reads,
-            reader_locale(request, account_locale.as_deref()),
-        )
-        .await?;
+        let names = state
+            .names
+            .in_locale(reader_locale(request, account_locale.as_deref()));
         let document_ids: Vec<Uuid> = rows.iter().filter_map(|m| m.document_id).collect();
         let mut documents = std::collections::HashMap::new();
         for document in returned_document::Entity::find()

@@ -263,7 +263,7 @@ impl MeApi {
             created_at: r.created_at,
             id: r.id,
         });
-        let names = crate::cases::Names::load(&state.reads, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let items = rows
             .into_iter()
             .map(|r| AccessRecordView {

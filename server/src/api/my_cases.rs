@@ -16,7 +16,7 @@ use super::submissions::{check_attachments, withdraw_case, CaseView};
 use super::{reader_locale, Tag, Text};
 use crate::access::own_case;
 use crate::auth::BearerAuth;
-use crate::cases::{attachments_of, Names};
+use crate::cases::attachments_of;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{history, problems};
@@ -194,7 +194,7 @@ impl MyCasesApi {
         }
         withdraw_case(&state.db, &auth.0, &found).await?;
         let current = own_case(&state.db, &auth.0, id.0).await?;
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let attachments = attachments_of(&state.db, [current.id].into())
             .await?
             .remove(&current.id)

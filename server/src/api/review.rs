@@ -445,7 +445,7 @@ async fn claim_case(
     .await?;
     txn.commit().await?;
     let updated = agency_case(&state.db, official, id).await?;
-    let names = Names::load(&state.db, reader_locale(request, None)).await?;
+    let names = state.names.in_locale(reader_locale(request, None));
     detail(&state.db, updated, me, &names, ttl).await
 }
 
@@ -499,7 +499,7 @@ impl ReviewApi {
             created_at: c.created_at,
             id: c.id,
         });
-        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let items = rows
             .iter()
             .map(|c| summary(c, auth.0.user_id, &names, claim_ttl(&state.settings)))
@@ -524,7 +524,7 @@ impl ReviewApi {
             case_access(&state, request, &auth.0, &found, "case.viewed", "review"),
         )
         .await?;
-        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let ttl = claim_ttl(&state.settings);
         Ok(detail(&state.reads, found, auth.0.user_id, &names, ttl).await?)
     }
@@ -703,7 +703,7 @@ impl ReviewApi {
         metrics::counter!("decisions_total", "outcome" => status.as_str()).increment(1);
 
         let decided = agency_case(&state.db, &auth.0, id.0).await?;
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let ttl = claim_ttl(&state.settings);
         Ok(detail(&state.db, decided, me, &names, ttl).await?)
     }

@@ -586,7 +586,7 @@ impl SubmissionsApi {
         body: Json<NewSubmission>,
     ) -> Result<SubmissionCreated, CreateProblems> {
         auth.0.require_citizen()?;
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let key = idempotency_key
             .0
             .as_deref()
@@ -651,7 +651,7 @@ impl SubmissionsApi {
             created_at: s.created_at,
             id: s.id,
         });
-        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let page = SubmissionPage {
             items: views(&state.reads, shown, &names).await?,
             next_cursor,
@@ -673,7 +673,7 @@ impl SubmissionsApi {
         id: Path<Uuid>,
     ) -> Result<SubmissionFound, ReadProblems> {
         let found = own_submission(&state.reads, &auth.0, id.0).await?;
-        let names = Names::load(&state.reads, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let view = views(&state.reads, vec![found], &names)
             .await?
             .pop()
@@ -716,7 +716,7 @@ impl SubmissionsApi {
             .filter(case::Column::Status.is_in(open.iter().map(|s| s.as_str())))
             .exec(&state.db)
             .await?;
-        let names = Names::load(&state.db, reader_locale(request, None)).await?;
+        let names = state.names.in_locale(reader_locale(request, None));
         let view = views(&state.db, vec![found], &names)
             .await?
             .pop()

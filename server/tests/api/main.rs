@@ -4,6 +4,7 @@
 mod access_chain;
 mod auth;
 mod bad_input;
+mod catalog_names;
 mod edge;
 mod filing;
 mod helpers;
