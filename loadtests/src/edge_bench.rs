@@ -31,9 +31,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use onestop_loadtests::memory::{rss_kib, Sampler};
-use onestop_loadtests::target::{argument, start_target};
+use onestop_loadtests::target::{argument, load_average, sign_in, start_target};
 use onestop_server::settings::Settings;
-use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -579,28 +578,6 @@ async fn cut_by_server(client: &reqwest::Client, url: &str) -> Option<u64> {
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum::<f64>();
     Some(total as u64)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-async fn sign_in(client: &reqwest::Client, url: &str) -> String {
-    let response: Value = client
-        .post(format!("{url}/v1/auth/token"))
-        .json(&json!({ "username": "mother1", "password": "onestop-demo" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    response["access_token"]
-        .as_str()
-        .expect("signed in")
-        .to_owned()
 }
 
 #[tokio::main]

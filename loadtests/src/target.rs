@@ -116,3 +116,28 @@ pub async fn start_target(scratch: &Path, env: &[(&str, String)]) -> Target {
         child: Some(child),
     }
 }
+
+/// Signs in as the demo applicant `mother1`: her access token.
+pub async fn sign_in(client: &reqwest::Client, url: &str) -> String {
+    let response: serde_json::Value = client
+        .post(format!("{url}/v1/auth/token"))
+        .json(&serde_json::json!({ "username": "mother1", "password": "onestop-demo" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["access_token"]
+        .as_str()
+        .expect("signed in")
+        .to_owned()
+}
+
+/// The machine's load averages (1, 5, 15 minutes), printed beside every
+/// figure: this machine is shared.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}

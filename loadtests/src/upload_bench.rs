@@ -28,12 +28,12 @@ use image::metadata::Orientation;
 use image::ImageFormat;
 use image::{ImageBuffer, Rgb};
 use onestop_loadtests::memory::{rss_kib, Sampler};
-use onestop_loadtests::target::{argument, start_target};
+use onestop_loadtests::target::{argument, load_average, sign_in, start_target};
 use onestop_server::media::{Writeback, LARGE_WRITE, QUEUED_WRITES};
 use onestop_server::uploads::strip::Sanitizer;
 use onestop_server::uploads::thumbnails::{self, render};
 use reqwest::Client;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const PHOTO_BYTES: usize = 3 * 1024 * 1024;
@@ -277,22 +277,6 @@ fn megabytes(photos: &[Vec<u8>]) -> f64 {
     photos.iter().map(Vec::len).sum::<usize>() as f64 / 1_000_000.0
 }
 
-async fn token(client: &Client, url: &str) -> String {
-    let response: Value = client
-        .post(format!("{url}/v1/auth/token"))
-        .json(&json!({ "username": "mother1", "password": "onestop-demo" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    response["access_token"]
-        .as_str()
-        .expect("signed in")
-        .to_owned()
-}
-
 /// How fast one client of the memory test sends: a phone on a good
 /// mobile network, so the 20 uploads overlap for most of their time.
 const PACE_BYTES_PER_SEC: usize = 8 * 1024 * 1024;
@@ -492,12 +476,6 @@ fn full_decode_thumbnail_ms(photo: &[u8], rounds: usize) -> f64 {
     })
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// Memory the guest kernel has handed back to its host so far (free
 /// page reporting of a virtual machine's balloon device), in KiB; `None`
 /// where the kernel does not report free pages. Memory handed back costs
@@ -608,7 +586,7 @@ async fn main() {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let token = token(&client, &url).await;
+    let token = sign_in(&client, &url).await;
     let shared: Vec<bytes::Bytes> = photos.iter().cloned().map(bytes::Bytes::from).collect();
 
     // Warm up (connections, database, page cache), then let the
@@ -749,7 +727,7 @@ async fn main() {
         let fresh;
         let (url, token, pid) = if target.child.is_some() {
             fresh = start_target(&scratch.join(format!("memory-{n}")), &server_env()).await;
-            let token = self::token(&client, &fresh.url).await;
+            let token = sign_in(&client, &fresh.url).await;
             (fresh.url.clone(), token, fresh.pid)
         } else {
             (url.clone(), token.clone(), target.pid)

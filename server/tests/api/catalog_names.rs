@@ -19,7 +19,8 @@ async fn a_renamed_agency_shows_after_the_names_are_read_again() {
     let path = format!("/v1/submissions/{}", submission["id"].as_str().unwrap());
 
     // Another replica seeds a catalog in which the office has a new name.
-    let renamed = json!({ "ko": "새 이름", "en": "The Renamed Office", "vi": "Tên mới", "zh": "新名称" });
+    let renamed =
+        json!({ "ko": "새 이름", "en": "The Renamed Office", "vi": "Tên mới", "zh": "新名称" });
     let db = &app.state.db;
     db.execute(Statement::from_sql_and_values(
         db.get_database_backend(),
@@ -28,29 +29,26 @@ async fn a_renamed_agency_shows_after_the_names_are_read_again() {
     ))
     .await
     .unwrap();
-    let before = app
-        .request(Method::GET, &path, Some(&mother))
-        .header("accept-language", "en")
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let in_english = || async {
+        app.request(Method::GET, &path, Some(&mother))
+            .header("accept-language", "en")
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let before = in_english().await;
     // Until then the names in memory are served.
     assert_ne!(before["cases"][0]["agency"]["name"], "The Renamed Office");
-    assert!(!before["cases"][0]["agency"]["name"].as_str().unwrap().is_empty());
+    assert!(!before["cases"][0]["agency"]["name"]
+        .as_str()
+        .unwrap()
+        .is_empty());
 
     app.state.names.reload(&app.state.db).await.unwrap();
-    let after = app
-        .request(Method::GET, &path, Some(&mother))
-        .header("accept-language", "en")
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let after = in_english().await;
     assert_eq!(after["cases"][0]["agency"]["name"], "The Renamed Office");
     app.stop().await;
 }
