@@ -15,9 +15,11 @@
 //! Dropped are every other APPn segment (EXIF, XMP, IPTC/Photoshop,
 //! MPF secondary images, maker data), comments, and whatever follows the
 //! end-of-image marker (phones append motion-photo videos and vendor
-//! trailers there). The EXIF block is replaced by a minimal one holding
-//! only the Orientation tag, so the photo still displays upright in any
-//! viewer.
+//! trailers there). The first EXIF block before the image data is
+//! replaced by a minimal one holding only the Orientation tag, so the
+//! photo still displays upright in any viewer; any other EXIF block is
+//! dropped like the rest, so the stored file carries one orientation at
+//! most, the one the facts report.
 //!
 //! PNG: kept are the critical chunks and those that change how pixels
 //! look (transparency, gamma, chromaticities, sRGB, ICC profile,
@@ -208,6 +210,13 @@ pub struct JpegFilter {
     max_pixels: u64,
     facts: PhotoFacts,
     seen_frame: bool,
+    /// An EXIF block has been read or the first scan has begun: the
+    /// orientation is that of the first EXIF block before the image data
+    /// (libjpeg, and so most viewers, reads markers only up to the first
+    /// scan and takes the first EXIF block), and later ones are dropped
+    /// unread.
+    #[serde(default)]
+    orientation_settled: bool,
 }
 
 /// What to do with a segment after looking at its first bytes.
@@ -234,6 +243,7 @@ impl JpegFilter {
                 ..PhotoFacts::default()
             },
             seen_frame: false,
+            orientation_settled: false,
         }
     }
 
@@ -497,7 +507,15 @@ impl JpegFilter {
                     self.after_segment();
                 }
             }
-            // Comments, JPEG extensions, reserved markers: dropped.
+            // JPEG extensions (JPG0–JPG13, JPEG-LS among them): no phone
+            // writes them, libjpeg refuses them, and other decoders stop
+            // at them in ways that hide damage after them.
+            0xF0..=0xFD => {
+                return Err(Refusal::Damaged(format!(
+                    "a JPEG extension marker ({code:#04x}) no photo carries"
+                )));
+            }
+            // Comments and reserved markers: dropped.
             _ => {
                 self.state = JpegState::Skip { remaining };
                 if remaining == 0 {
@@ -524,11 +542,15 @@ impl JpegFilter {
             out.extend_from_slice(&header);
             out.extend_from_slice(&head);
             self.state = JpegState::Entropy { pending_ff: false };
+            self.orientation_settled = true;
             return Ok(());
         }
         let verdict = match code {
             0xE0 if head.starts_with(b"JFIF\0") => Verdict::Collect,
-            0xE1 if head.starts_with(b"Exif\0") => Verdict::Collect,
+            0xE1 if head.starts_with(b"Exif\0") && !self.orientation_settled => {
+                self.orientation_settled = true;
+                Verdict::Collect
+            }
             0xE2 if head.starts_with(b"ICC_PROFILE\0") => Verdict::Keep,
             0xEE if head.starts_with(b"Adobe") => Verdict::Keep,
             0xE0..=0xEF => Verdict::Drop,
@@ -964,6 +986,54 @@ mod tests {
     }
 
     #[test]
+    fn only_the_first_exif_block_before_the_image_data_gives_the_orientation() {
+        // A second EXIF block whose IFD offset points past its end (no
+        // orientation to be read), a third saying "rotate 180°", and one
+        // between two scans saying "rotate 270°": none of them may change
+        // what the first one says, and none may reach the stored file.
+        let mut unreadable = exif_with_orientation_and_secret(3);
+        unreadable[10..14].copy_from_slice(&0xD3u32.to_le_bytes());
+        let mut file = vec![0xFF, 0xD8];
+        file.extend(segment(0xE1, &exif_with_orientation_and_secret(6)));
+        file.extend(segment(0xE1, &unreadable));
+        file.extend(segment(0xE1, &exif_with_orientation_and_secret(3)));
+        file.extend(segment(0xDB, &[0u8; 65]));
+        file.extend(segment(0xC0, &[8, 0, 16, 0, 32, 1, 1, 0x11, 0]));
+        file.extend(segment(0xC4, &[0u8; 20]));
+        file.extend(segment(0xDA, &[1, 1, 0, 0, 63, 0]));
+        file.extend_from_slice(&[0x12, 0x34]);
+        file.extend(segment(0xE1, &exif_with_orientation_and_secret(8)));
+        file.extend(segment(0xDA, &[1, 1, 0, 0, 63, 0]));
+        file.extend_from_slice(&[0x56, 0xFF, 0xD9]);
+
+        let (whole, facts) = filter_in_pieces("image/jpeg", &file, file.len()).unwrap();
+        assert_eq!(filter_in_pieces("image/jpeg", &file, 1).unwrap().0, whole);
+        assert_eq!(facts.orientation, 6);
+        let exif: Vec<usize> = (0..whole.len())
+            .filter(|&i| whole[i..].starts_with(b"Exif\0\0"))
+            .collect();
+        assert_eq!(exif.len(), 1, "{whole:x?}");
+        assert_eq!(orientation_of(&whole[exif[0] + 6..]), Some(6));
+        assert!(!whole.windows(4).any(|w| w == b"SECR"));
+        // Its own output passes unchanged, with the same facts.
+        assert_eq!(
+            filter_in_pieces("image/jpeg", &whole, whole.len()).unwrap(),
+            (whole.clone(), facts)
+        );
+
+        // An unreadable first block means upright, whatever follows.
+        let mut file = vec![0xFF, 0xD8];
+        file.extend(segment(0xE1, &unreadable));
+        file.extend(segment(0xE1, &exif_with_orientation_and_secret(6)));
+        file.extend(segment(0xC0, &[8, 0, 16, 0, 32, 1, 1, 0x11, 0]));
+        file.extend(segment(0xDA, &[1, 1, 0, 0, 63, 0]));
+        file.extend_from_slice(&[0x12, 0xFF, 0xD9]);
+        let (whole, facts) = filter_in_pieces("image/jpeg", &file, 3).unwrap();
+        assert_eq!(facts.orientation, 1);
+        assert!(!whole.windows(4).any(|w| w == b"Exif"), "{whole:x?}");
+    }
+
+    #[test]
     fn a_filter_saved_and_restored_anywhere_gives_the_same_bytes() {
         let file = jpeg_with_metadata();
         let (whole, facts) = filter_in_pieces("image/jpeg", &file, file.len()).unwrap();
@@ -1030,6 +1100,19 @@ mod tests {
                 assert!(held <= MAX_HELD, "{media_type}: {held} bytes held");
             }
         }
+    }
+
+    #[test]
+    fn a_jpeg_extension_marker_is_refused() {
+        let file = jpeg_with_metadata();
+        let sos = file.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let mut extended = file[..sos].to_vec();
+        extended.extend(segment(0xF5, &[1, 2, 3]));
+        extended.extend_from_slice(&file[sos..]);
+        assert!(matches!(
+            filter_in_pieces("image/jpeg", &extended, 5),
+            Err(Refusal::Damaged(_))
+        ));
     }
 
     #[test]
