@@ -290,6 +290,15 @@ impl JpegFilter {
                     ))),
                     // Fill bytes: any number of FF before the code.
                     1 if byte == 0xFF => Ok(rest),
+                    // FF 00 is no marker. After fill bytes in a scan,
+                    // libjpeg and zune-jpeg read it as an FF data byte
+                    // and carry on decoding; between segments they skip
+                    // it. Either way, cutting the scan here or skipping
+                    // a "segment" by a length read after it would change
+                    // what decodes.
+                    1 if byte == 0x00 => Err(Refusal::Damaged(
+                        "a stuffed zero (FF 00) where a JPEG marker should be".into(),
+                    )),
                     0 => {
                         header[0] = byte;
                         *have = 1;
@@ -1113,6 +1122,33 @@ mod tests {
             filter_in_pieces("image/jpeg", &extended, 5),
             Err(Refusal::Damaged(_))
         ));
+    }
+
+    #[test]
+    fn a_stuffed_zero_where_a_marker_should_be_is_refused() {
+        let file = jpeg_with_metadata();
+        let data = file.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap() + 10;
+        // In a scan, FF FF 00 is read by decoders as one FF data byte
+        // followed by more data, here 03 E7; taken as the end of the scan
+        // and a segment 00 of length 3, it would lose that data.
+        let mut in_scan = file[..data].to_vec();
+        in_scan.extend_from_slice(&[0x12, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x03, 0xE7, 0xFF, 0xD9]);
+        // Between segments it is no marker either.
+        let frame = file.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut between = file[..frame].to_vec();
+        between.extend_from_slice(&[0xFF, 0x00, 0x00, 0x03, 0xE7]);
+        between.extend_from_slice(&file[frame..]);
+        for broken in [in_scan, between] {
+            for piece in 1..=broken.len() {
+                assert!(
+                    matches!(
+                        filter_in_pieces("image/jpeg", &broken, piece),
+                        Err(Refusal::Damaged(_))
+                    ),
+                    "in pieces of {piece}: {broken:x?}"
+                );
+            }
+        }
     }
 
     #[test]
