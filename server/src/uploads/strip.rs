@@ -516,10 +516,10 @@ impl JpegFilter {
                     self.after_segment();
                 }
             }
-            // JPEG extensions (JPG0–JPG13, JPEG-LS among them): no phone
-            // writes them, libjpeg refuses them, and other decoders stop
-            // at them in ways that hide damage after them.
-            0xF0..=0xFD => {
+            // JPEG extensions (JPG, JPG0–JPG13, JPEG-LS among them): no
+            // phone writes them, libjpeg refuses them, and other decoders
+            // stop at them in ways that hide damage after them.
+            0xC8 | 0xF0..=0xFD => {
                 return Err(Refusal::Damaged(format!(
                     "a JPEG extension marker ({code:#04x}) no photo carries"
                 )));
@@ -1115,13 +1115,18 @@ mod tests {
     fn a_jpeg_extension_marker_is_refused() {
         let file = jpeg_with_metadata();
         let sos = file.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
-        let mut extended = file[..sos].to_vec();
-        extended.extend(segment(0xF5, &[1, 2, 3]));
-        extended.extend_from_slice(&file[sos..]);
-        assert!(matches!(
-            filter_in_pieces("image/jpeg", &extended, 5),
-            Err(Refusal::Damaged(_))
-        ));
+        for code in [0xC8, 0xF0, 0xF5, 0xFD] {
+            let mut extended = file[..sos].to_vec();
+            extended.extend(segment(code, &[1, 2, 3]));
+            extended.extend_from_slice(&file[sos..]);
+            assert!(
+                matches!(
+                    filter_in_pieces("image/jpeg", &extended, 5),
+                    Err(Refusal::Damaged(_))
+                ),
+                "{code:#04x}"
+            );
+        }
     }
 
     #[test]
