@@ -94,7 +94,20 @@ fuzz_target!(init: seeds::write_if_asked(seeds::strip), |data: &[u8]| {
         && file
             .windows(2)
             .any(|w| w[0] == 0xFF && (0x02..=0xBF).contains(&w[1]));
-    if reserved {
+    // Likewise a segment the filter drops (APPn, COM) once image data has
+    // begun: no camera writes one there, and on a scan cut short a
+    // decoder either stops at it or decodes on, so the pixels differ
+    // though both come from the same missing data.
+    let dropped_after_scan = format == ImageFormat::Jpeg
+        && file
+            .windows(2)
+            .position(|w| w == [0xFF, 0xDA])
+            .is_some_and(|sos| {
+                file[sos..]
+                    .windows(2)
+                    .any(|w| w[0] == 0xFF && (matches!(w[1], 0xE0..=0xEF | 0xFE)))
+            });
+    if reserved || dropped_after_scan {
         return;
     }
     if let Some(before) = photos::decode(file, format) {
