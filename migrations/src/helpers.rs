@@ -37,3 +37,36 @@ pub fn index(table: &str, columns: &[&str], unique: bool) -> IndexCreateStatemen
 pub fn now() -> SimpleExpr {
     Expr::current_timestamp().into()
 }
+
+/// Makes the database refuse every update and delete of `table`'s rows,
+/// with `message` (e.g. "access records are append-only"): a PostgreSQL
+/// trigger function, or two SQLite triggers.
+pub async fn append_only(
+    manager: &SchemaManager<'_>,
+    table: &str,
+    message: &str,
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    match manager.get_database_backend() {
+        sea_orm_migration::sea_orm::DatabaseBackend::Postgres => {
+            db.execute_unprepared(&format!(
+                "CREATE FUNCTION {table}_append_only() RETURNS trigger AS $$ \
+                 BEGIN RAISE EXCEPTION '{message}'; END; $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION {table}_append_only();"
+            ))
+            .await?;
+        }
+        sea_orm_migration::sea_orm::DatabaseBackend::Sqlite => {
+            db.execute_unprepared(&format!(
+                "CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} \
+                 BEGIN SELECT RAISE(ABORT, '{message}'); END; \
+                 CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} \
+                 BEGIN SELECT RAISE(ABORT, '{message}'); END;"
+            ))
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -2,7 +2,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
 
-use crate::helpers::{fk, id, index};
+use crate::helpers::{append_only, fk, id, index};
 
 /// Information sharing with consent, the supplement loop, documents sent
 /// back by offices, case history and the access log.
@@ -203,28 +203,7 @@ impl MigrationTrait for Migration {
             .create_index(index("access_records", &["subject_user_id", "seq"], true))
             .await?;
 
-        let db = manager.get_connection();
-        match manager.get_database_backend() {
-            DatabaseBackend::Postgres => {
-                db.execute_unprepared(
-                    "CREATE FUNCTION access_records_append_only() RETURNS trigger AS $$ \
-                     BEGIN RAISE EXCEPTION 'access records are append-only'; END; $$ LANGUAGE plpgsql; \
-                     CREATE TRIGGER access_records_append_only BEFORE UPDATE OR DELETE ON access_records \
-                     FOR EACH ROW EXECUTE FUNCTION access_records_append_only();",
-                )
-                .await?;
-            }
-            DatabaseBackend::Sqlite => {
-                db.execute_unprepared(
-                    "CREATE TRIGGER access_records_no_update BEFORE UPDATE ON access_records \
-                     BEGIN SELECT RAISE(ABORT, 'access records are append-only'); END; \
-                     CREATE TRIGGER access_records_no_delete BEFORE DELETE ON access_records \
-                     BEGIN SELECT RAISE(ABORT, 'access records are append-only'); END;",
-                )
-                .await?;
-            }
-            _ => {}
-        }
+        append_only(manager, "access_records", "access records are append-only").await?;
         Ok(())
     }
 

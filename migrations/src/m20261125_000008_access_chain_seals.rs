@@ -2,7 +2,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
 
-use crate::helpers::id;
+use crate::helpers::{append_only, id};
 
 /// Seals of the access records from before keyed links: for each person
 /// whose chain begins with such records, the place and link of the last
@@ -34,28 +34,12 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        let db = manager.get_connection();
-        match manager.get_database_backend() {
-            DatabaseBackend::Postgres => {
-                db.execute_unprepared(
-                    "CREATE FUNCTION access_chain_seals_append_only() RETURNS trigger AS $$ \
-                     BEGIN RAISE EXCEPTION 'access chain seals are append-only'; END; $$ LANGUAGE plpgsql; \
-                     CREATE TRIGGER access_chain_seals_append_only BEFORE UPDATE OR DELETE ON access_chain_seals \
-                     FOR EACH ROW EXECUTE FUNCTION access_chain_seals_append_only();",
-                )
-                .await?;
-            }
-            DatabaseBackend::Sqlite => {
-                db.execute_unprepared(
-                    "CREATE TRIGGER access_chain_seals_no_update BEFORE UPDATE ON access_chain_seals \
-                     BEGIN SELECT RAISE(ABORT, 'access chain seals are append-only'); END; \
-                     CREATE TRIGGER access_chain_seals_no_delete BEFORE DELETE ON access_chain_seals \
-                     BEGIN SELECT RAISE(ABORT, 'access chain seals are append-only'); END;",
-                )
-                .await?;
-            }
-            _ => {}
-        }
+        append_only(
+            manager,
+            "access_chain_seals",
+            "access chain seals are append-only",
+        )
+        .await?;
         Ok(())
     }
 
