@@ -12,6 +12,7 @@ mod m20261122_000005_delivery;
 mod m20261123_000006_upload_filter_state;
 mod m20261124_000007_keyed_access_chain;
 mod m20261125_000008_access_chain_seals;
+mod m20261206_000009_read_paths;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_upload_filter_state::Migration),
             Box::new(m20261124_000007_keyed_access_chain::Migration),
             Box::new(m20261125_000008_access_chain_seals::Migration),
+            Box::new(m20261206_000009_read_paths::Migration),
         ]
     }
 }

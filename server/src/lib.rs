@@ -13,7 +13,6 @@ pub mod demo;
 pub mod eligibility;
 pub mod error;
 pub mod facts;
-pub mod history;
 pub mod http_guard;
 pub mod idempotency;
 pub mod identity;

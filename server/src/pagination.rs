@@ -4,7 +4,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, Condition};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -66,6 +69,56 @@ pub fn page_size(requested: Option<u64>, max: u64) -> Result<u64, ApiError> {
     }
 }
 
+/// Which page of a list ordered by creation time, then id, was asked for.
+pub struct PageRequest {
+    size: u64,
+    after: Option<Cursor>,
+    order: Order,
+}
+
+impl PageRequest {
+    /// The page a `limit` (capped at `max`) and a `cursor` ask for.
+    pub fn new(
+        cursor: Option<&str>,
+        limit: Option<u64>,
+        max: u64,
+        order: Order,
+    ) -> Result<Self, ApiError> {
+        let size = page_size(limit, max)?;
+        Ok(PageRequest {
+            size,
+            after: cursor.map(Cursor::decode).transpose()?,
+            order,
+        })
+    }
+
+    /// The page of `query`'s rows and the cursor of the next page: ordered
+    /// by `created_at` then `id`, after the cursor, one row more than the
+    /// page to tell whether another follows.
+    pub async fn fetch<E, C>(
+        &self,
+        db: &impl ConnectionTrait,
+        query: Select<E>,
+        created_at: C,
+        id: C,
+        cursor_of: impl Fn(&E::Model) -> Cursor,
+    ) -> Result<(Vec<E::Model>, Option<String>), DbErr>
+    where
+        E: EntityTrait,
+        C: ColumnTrait,
+    {
+        let mut query = match self.order {
+            Order::OldestFirst => query.order_by_asc(created_at).order_by_asc(id),
+            Order::NewestFirst => query.order_by_desc(created_at).order_by_desc(id),
+        };
+        if let Some(after) = &self.after {
+            query = query.filter(after.rows_after(created_at, id, self.order));
+        }
+        let rows = query.limit(self.size + 1).all(db).await?;
+        Ok(split_page(rows, self.size, cursor_of))
+    }
+}
+
 /// Declares the page type of one kind of item: the items and the cursor of
 /// the next page, absent on the last one.
 #[macro_export]
@@ -83,7 +136,7 @@ macro_rules! page_type {
 
 /// Splits up to `size + 1` fetched rows into the page and the cursor of
 /// the next one: the extra row only tells that another page exists.
-pub fn split_page<R>(
+fn split_page<R>(
     mut rows: Vec<R>,
     size: u64,
     cursor_of: impl Fn(&R) -> Cursor,

@@ -41,6 +41,8 @@ pub struct Inner {
     pub catalog: Catalog,
     /// Names of agencies, services and forms, kept in memory.
     pub names: crate::cases::NameBook,
+    /// Every transition of a case.
+    pub cases: crate::cases::Cases,
     /// Texts of inbox entries, loaded from the catalog at start.
     pub texts: Texts,
     /// Woken after a commit that wrote to the outbox, so events leave at once

@@ -1,19 +1,20 @@
 use chrono::Utc;
-use onestop_model::entities::{inbox_message, returned_document, user};
-use onestop_model::EventKind;
+use onestop_model::entities::{inbox_message, user};
+use onestop_model::{EventKind, Locale};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::Expr;
-use sea_orm::{QueryOrder, QuerySelect};
+use sea_orm::QuerySelect;
 use uuid::Uuid;
 
-use super::{reader_locale, Tag};
+use super::{reader_locale, DocumentView, Tag};
 use crate::auth::BearerAuth;
+use crate::cases::reading::letters_to;
 use crate::error::ApiError;
-use crate::pagination::{page_size, split_page, Cursor, Order};
+use crate::pagination::{Cursor, Order, PageRequest};
 use crate::problems;
 use crate::state::AppState;
 
@@ -40,7 +41,7 @@ pub struct InboxMessageView {
     pub read_at: Option<DateTimeUtc>,
     /// The document an office sent, for `document.returned`.
     #[oai(skip_serializing_if_is_none)]
-    pub document: Option<super::review::DocumentView>,
+    pub document: Option<DocumentView>,
 }
 
 #[derive(ApiResponse)]
@@ -83,43 +84,46 @@ impl InboxApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<InboxPage, InboxProblems> {
-        let size = page_size(limit.0, state.settings.max_page_size)?;
-        let mut query = inbox_message::Entity::find()
-            .filter(inbox_message::Column::UserId.eq(auth.0.user_id))
-            .order_by_desc(inbox_message::Column::CreatedAt)
-            .order_by_desc(inbox_message::Column::Id);
-        if let Some(token) = &cursor.0 {
-            query = query.filter(Cursor::decode(token)?.rows_after(
+        let page = PageRequest::new(
+            cursor.0.as_deref(),
+            limit.0,
+            state.settings.max_page_size,
+            Order::NewestFirst,
+        )?;
+        let query =
+            inbox_message::Entity::find().filter(inbox_message::Column::UserId.eq(auth.0.user_id));
+        let (rows, next_cursor) = page
+            .fetch(
+                &state.reads,
+                query,
                 inbox_message::Column::CreatedAt,
                 inbox_message::Column::Id,
-                Order::NewestFirst,
-            ));
-        }
-        let rows = query.limit(size + 1).all(&state.reads).await?;
-        let (rows, next_cursor) = split_page(rows, size, |m| Cursor {
-            created_at: m.created_at,
-            id: m.id,
-        });
-        let account_locale = user::Entity::find_by_id(auth.0.user_id)
-            .one(&state.reads)
-            .await?
-            .map(|u| u.locale);
-        let names = state
-            .names
-            .in_locale(reader_locale(request, account_locale.as_deref()));
-        let document_ids: Vec<Uuid> = rows.iter().filter_map(|m| m.document_id).collect();
-        let mut documents = std::collections::HashMap::new();
-        for document in returned_document::Entity::find()
-            .filter(returned_document::Column::Id.is_in(document_ids))
-            .filter(returned_document::Column::RecipientId.eq(auth.0.user_id))
-            .all(&state.reads)
-            .await?
+                |m| Cursor {
+                    created_at: m.created_at,
+                    id: m.id,
+                },
+            )
+            .await?;
+        // The account's own language is read only when the request names
+        // none the service speaks.
+        let locale = match request
+            .header("accept-language")
+            .and_then(Locale::from_accept_language)
         {
-            documents.insert(
-                document.id,
-                super::review::document_view(&state.reads, document).await?,
-            );
-        }
+            Some(locale) => locale,
+            None => {
+                let account_locale: Option<String> = user::Entity::find_by_id(auth.0.user_id)
+                    .select_only()
+                    .column(user::Column::Locale)
+                    .into_tuple()
+                    .one(&state.reads)
+                    .await?;
+                reader_locale(request, account_locale.as_deref())
+            }
+        };
+        let names = state.names.in_locale(locale);
+        let document_ids: Vec<Uuid> = rows.iter().filter_map(|m| m.document_id).collect();
+        let mut documents = letters_to(&state.reads, auth.0.user_id, document_ids).await?;
         let items = rows
             .into_iter()
             .map(|message| {
@@ -147,7 +151,10 @@ impl InboxApi {
                     status: message.status,
                     created_at: message.created_at,
                     read_at: message.read_at,
-                    document: message.document_id.and_then(|id| documents.remove(&id)),
+                    document: message
+                        .document_id
+                        .and_then(|id| documents.remove(&id))
+                        .map(DocumentView::from),
                 }
             })
             .collect();

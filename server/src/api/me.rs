@@ -1,18 +1,17 @@
-use onestop_model::entities::{access_record, agency, consent, organisation, user};
-use onestop_model::Role;
+use onestop_model::entities::{access_record, consent, user};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use sea_orm::prelude::*;
-use sea_orm::{QueryOrder, QuerySelect};
+use sea_orm::QueryOrder;
 use uuid::Uuid;
 
 use super::{reader_locale, NamedRef, Tag, Text};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
 use crate::facts;
-use crate::pagination::{page_size, split_page, Cursor, Order};
+use crate::pagination::{Cursor, Order, PageRequest};
 use crate::problems;
 use crate::state::AppState;
 
@@ -158,22 +157,17 @@ impl MeApi {
             }
             None => None,
         };
-        let locale = reader_locale(request, Some(&account.locale));
-        let agency = match &account.agency_id {
-            Some(id) => agency::Entity::find_by_id(id.clone())
-                .one(&state.reads)
-                .await?
-                .map(|a| NamedRef::new(&a.id, &a.names, locale)),
-            None => None,
-        };
-        let organisation = match &account.organisation_id {
-            Some(id) => organisation::Entity::find_by_id(id.clone())
-                .one(&state.reads)
-                .await?
-                .map(|o| NamedRef::new(&o.id, &o.names, locale)),
-            None => None,
-        };
-        debug_assert!(account.role != Role::Official || agency.is_some());
+        let names = state
+            .names
+            .in_locale(reader_locale(request, Some(&account.locale)));
+        let agency = account.agency_id.as_deref().map(|id| NamedRef {
+            id: id.to_owned(),
+            name: names.agency(id),
+        });
+        let organisation = account.organisation_id.as_deref().map(|id| NamedRef {
+            id: id.to_owned(),
+            name: names.organisation(id),
+        });
         Ok(MeResponse::Ok(Json(MeView {
             id: account.id,
             username: account.username,
@@ -246,23 +240,26 @@ impl MeApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<AccessLogResponse, AccessLogProblems> {
-        let size = page_size(limit.0, state.settings.max_page_size)?;
-        let mut query = access_record::Entity::find()
-            .filter(access_record::Column::SubjectUserId.eq(auth.0.user_id))
-            .order_by_desc(access_record::Column::CreatedAt)
-            .order_by_desc(access_record::Column::Id);
-        if let Some(token) = &cursor.0 {
-            query = query.filter(Cursor::decode(token)?.rows_after(
+        let page = PageRequest::new(
+            cursor.0.as_deref(),
+            limit.0,
+            state.settings.max_page_size,
+            Order::NewestFirst,
+        )?;
+        let query = access_record::Entity::find()
+            .filter(access_record::Column::SubjectUserId.eq(auth.0.user_id));
+        let (rows, next_cursor) = page
+            .fetch(
+                &state.reads,
+                query,
                 access_record::Column::CreatedAt,
                 access_record::Column::Id,
-                Order::NewestFirst,
-            ));
-        }
-        let rows = query.limit(size + 1).all(&state.reads).await?;
-        let (rows, next_cursor) = split_page(rows, size, |r| Cursor {
-            created_at: r.created_at,
-            id: r.id,
-        });
+                |r| Cursor {
+                    created_at: r.created_at,
+                    id: r.id,
+                },
+            )
+            .await?;
         let names = state.names.in_locale(reader_locale(request, None));
         let items = rows
             .into_iter()

@@ -1,40 +1,30 @@
-use chrono::{DateTime, Utc};
-use onestop_model::entities::{
-    attachment, case, case_event, decision, inbox_message, returned_document,
-    returned_document_attachment, supplement, user,
-};
-use onestop_model::{CaseStatus, EventKind, StreamEvent};
+use chrono::Utc;
+use onestop_model::entities::case;
+use onestop_model::CaseStatus;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use sea_orm::prelude::*;
-use sea_orm::sea_query::Expr;
-use sea_orm::ActiveValue::Set;
-use sea_orm::{Condition, QueryOrder, QuerySelect};
+use sea_orm::Condition;
 use uuid::Uuid;
 
 use super::attachments::AttachmentView;
-use super::my_cases::SupplementView;
-use super::submissions::check_attachments;
-use super::{reader_locale, NamedRef, Tag, Text};
+use super::{agency_ref, reader_locale, DocumentView, NamedRef, SupplementView, Tag, Text};
 use crate::access::agency_case;
-use crate::auth::BearerAuth;
-use crate::cases::{etag, if_match_holds, subject_code, Names};
+use crate::access_log;
+use crate::auth::{BearerAuth, Principal};
+use crate::cases::reading::case_file;
+use crate::cases::{etag, live_claim, subject_code, Acting, Names, NewLetter, Verdict};
 use crate::error::ApiError;
-use crate::notification::{notification_of, NotificationView};
-use crate::pagination::{page_size, split_page, Cursor, Order};
+use crate::notification::NotificationView;
+use crate::pagination::{Cursor, Order, PageRequest};
+use crate::problems;
 use crate::state::AppState;
 
 crate::page_type!(ReviewCasePage, ReviewCaseSummary);
-use crate::access_log::{self, Access, Actor};
-use crate::auth::Principal;
-use crate::settings::Settings;
-use crate::{history, outbox, problems};
 
 pub struct ReviewApi;
-
-const MAX_REASON: usize = 2000;
 
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 #[oai(rename_all = "snake_case")]
@@ -104,16 +94,6 @@ pub struct CaseEventView {
     pub actor_id: Option<Uuid>,
     pub detail: serde_json::Value,
     pub at: DateTimeUtc,
-}
-
-#[derive(Object)]
-pub struct DocumentView {
-    pub id: Uuid,
-    pub case_id: Uuid,
-    pub title: String,
-    pub body: String,
-    pub attachments: Vec<Uuid>,
-    pub created_at: DateTimeUtc,
 }
 
 #[derive(Object)]
@@ -187,26 +167,6 @@ problems!(pub DecideProblems {
     UnprocessableEntity = 422, PreconditionRequired = 428,
 });
 
-/// Ten years: a lifetime past any working claim, and far from the range
-/// where adding it to a time would overflow.
-const LONGEST_CLAIM_SECS: u64 = 10 * 365 * 24 * 3600;
-
-fn claim_ttl(settings: &Settings) -> chrono::Duration {
-    chrono::Duration::seconds(settings.claim_ttl_secs.min(LONGEST_CLAIM_SECS) as i64)
-}
-
-/// Who holds a live claim on the case, and until when. A claim made before
-/// claims were timed counts from the case's last change.
-fn live_claim(
-    case: &case::Model,
-    ttl: chrono::Duration,
-    now: DateTime<Utc>,
-) -> Option<(Uuid, DateTime<Utc>)> {
-    let holder = case.claimed_by?;
-    let until = case.claimed_at.unwrap_or(case.updated_at) + ttl;
-    (until > now).then_some((holder, until))
-}
-
 fn summary(
     case: &case::Model,
     me: Uuid,
@@ -220,10 +180,7 @@ fn summary(
         service: case.service_code.clone(),
         form: case.form_code.clone(),
         title: names.subject(subject_code(case)),
-        agency: NamedRef {
-            id: case.agency_id.clone(),
-            name: names.agency(&case.agency_id),
-        },
+        agency: agency_ref(case, names),
         status: case.status.as_str().to_owned(),
         claimed: claim.is_some(),
         claimed_by_me: claim.is_some_and(|(holder, _)| holder == me),
@@ -234,219 +191,63 @@ fn summary(
     }
 }
 
-async fn detail(
+/// The whole case as the official sees it, with its ETag.
+async fn shown(
+    state: &AppState,
     db: &impl ConnectionTrait,
-    case: case::Model,
+    request: &Request,
     me: Uuid,
-    names: &Names,
-    ttl: chrono::Duration,
+    case: case::Model,
 ) -> Result<ReviewCase, ApiError> {
-    let applicant_name = user::Entity::find_by_id(case.applicant_id)
-        .one(db)
-        .await?
-        .map(|u| u.display_name)
-        .unwrap_or_default();
-    let attachment_ids = crate::cases::attachments_of(db, [case.id].into())
-        .await?
-        .remove(&case.id)
-        .unwrap_or_default();
-    let attachments = attachment::Entity::find()
-        .filter(attachment::Column::Id.is_in(attachment_ids))
-        .order_by_asc(attachment::Column::CreatedAt)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(AttachmentView::from)
-        .collect();
-    let decisions = decision::Entity::find()
-        .filter(decision::Column::CaseId.eq(case.id))
-        .order_by_asc(decision::Column::CreatedAt)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|d| DecisionView {
-            outcome: d.outcome.as_str().to_owned(),
-            reason: d.reason,
-            decided_at: d.created_at,
-        })
-        .collect();
-    let supplements = supplement::Entity::find()
-        .filter(supplement::Column::CaseId.eq(case.id))
-        .order_by_asc(supplement::Column::CreatedAt)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(SupplementView::from)
-        .collect();
-    let mut documents = Vec::new();
-    for document in returned_document::Entity::find()
-        .filter(returned_document::Column::CaseId.eq(case.id))
-        .order_by_asc(returned_document::Column::CreatedAt)
-        .all(db)
-        .await?
-    {
-        documents.push(document_view(db, document).await?);
-    }
-    let history = case_event::Entity::find()
-        .filter(case_event::Column::CaseId.eq(case.id))
-        .order_by_asc(case_event::Column::CreatedAt)
-        .order_by_asc(case_event::Column::Id)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|e| CaseEventView {
-            action: e.action,
-            actor_role: e.actor_role,
-            actor_id: e.actor_id,
-            detail: e.detail,
-            at: e.created_at,
-        })
-        .collect();
-    let notification = notification_of(db, case.id).await?;
-    let tag = etag(&case);
-    Ok(ReviewCase::Ok(
-        Json(ReviewCaseDetail {
-            case: summary(&case, me, names, ttl),
-            applicant_name,
-            fields: case.fields.clone(),
-            attachments,
-            decisions,
-            supplements,
-            documents,
-            history,
-            notification,
-        }),
-        tag,
-    ))
-}
-
-pub async fn document_view(
-    db: &impl ConnectionTrait,
-    document: returned_document::Model,
-) -> Result<DocumentView, ApiError> {
-    let attachments = returned_document_attachment::Entity::find()
-        .filter(returned_document_attachment::Column::DocumentId.eq(document.id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|link| link.attachment_id)
-        .collect();
-    Ok(DocumentView {
-        id: document.id,
-        case_id: document.case_id,
-        title: document.title,
-        body: document.body,
-        attachments,
-        created_at: document.created_at,
-    })
-}
-
-/// The access record of an official reading or changing the applicant's
-/// case; written in the transaction of the change it records.
-fn case_access<'a>(
-    state: &AppState,
-    request: &Request,
-    official: &Principal,
-    case: &case::Model,
-    action: &'a str,
-    purpose: &'a str,
-) -> Access<'a> {
-    Access {
-        subject: case.applicant_id,
-        actor: Actor::person(official),
-        client_address: state.limits.client_address(request).to_string(),
-        action,
-        object_id: case.id.to_string(),
-        purpose,
-    }
-}
-
-/// Claims the case for `official`, or takes it over from a colleague whose
-/// claim is live. The claim, its history entry and the access record
-/// commit together, before the case is shown.
-async fn claim_case(
-    state: &AppState,
-    request: &Request,
-    official: &Principal,
-    id: Uuid,
-    take_over: bool,
-) -> Result<ReviewCase, ApiError> {
-    let me = official.user_id;
-    let ttl = claim_ttl(&state.settings);
-    let now = Utc::now();
-    // The write lock (SQLite) comes first, so what is checked below is
-    // still true when the claim is written.
-    let txn = onestop_model::begin_write(&state.db).await?;
-    let found = agency_case(&txn, official, id).await?;
-    if !found.status.is_decidable() {
-        return Err(ApiError::Conflict(format!(
-            "the case is {}; only submitted or in-review cases can be claimed",
-            found.status.as_str()
-        )));
-    }
-    let taken_from = match live_claim(&found, ttl, now) {
-        Some((holder, until)) if holder != me => {
-            if !take_over {
-                return Err(ApiError::ClaimedByAnother(until.to_rfc3339()));
-            }
-            Some(holder)
-        }
-        _ => None,
-    };
-    let claimed = case::Entity::update_many()
-        .col_expr(case::Column::ClaimedBy, Expr::value(me))
-        .col_expr(case::Column::ClaimedAt, Expr::value(now))
-        .col_expr(
-            case::Column::Status,
-            Expr::value(CaseStatus::InReview.as_str()),
-        )
-        .col_expr(
-            case::Column::Version,
-            Expr::col(case::Column::Version).add(1),
-        )
-        .col_expr(case::Column::UpdatedAt, Expr::value(now))
-        .filter(case::Column::Id.eq(found.id))
-        .filter(case::Column::Version.eq(found.version))
-        .exec(&txn)
-        .await?;
-    if claimed.rows_affected == 0 {
-        return Err(ApiError::Conflict(
-            "the case changed meanwhile; reload it".into(),
-        ));
-    }
-    let action = match (taken_from, found.claimed_by) {
-        (Some(from), _) => {
-            history::record(
-                &txn,
-                found.id,
-                Some(official),
-                "taken_over",
-                serde_json::json!({ "from": from }),
-            )
-            .await?;
-            "case.taken_over"
-        }
-        // Renewing one's own claim changes who holds nothing.
-        (None, Some(holder)) if holder == me => "case.claimed",
-        (None, lapsed) => {
-            let detail = match lapsed {
-                Some(holder) => serde_json::json!({ "lapsed_claim_of": holder }),
-                None => serde_json::json!({}),
-            };
-            history::record(&txn, found.id, Some(official), "claimed", detail).await?;
-            "case.claimed"
-        }
-    };
-    access_log::append(
-        &txn,
-        &state.access_log,
-        case_access(state, request, official, &found, action, "review"),
-    )
-    .await?;
-    txn.commit().await?;
-    let updated = agency_case(&state.db, official, id).await?;
+    let file = case_file(db, case).await?;
     let names = state.names.in_locale(reader_locale(request, None));
-    detail(&state.db, updated, me, &names, ttl).await
+    let tag = etag(&file.case);
+    let detail = ReviewCaseDetail {
+        case: summary(&file.case, me, &names, state.cases.claim_ttl()),
+        applicant_name: file.applicant_name,
+        fields: file.case.fields,
+        attachments: file
+            .attachments
+            .into_iter()
+            .map(AttachmentView::from)
+            .collect(),
+        decisions: file
+            .decisions
+            .into_iter()
+            .map(|d| DecisionView {
+                outcome: d.outcome.as_str().to_owned(),
+                reason: d.reason,
+                decided_at: d.created_at,
+            })
+            .collect(),
+        supplements: file
+            .supplements
+            .into_iter()
+            .map(SupplementView::from)
+            .collect(),
+        documents: file.letters.into_iter().map(DocumentView::from).collect(),
+        history: file
+            .history
+            .into_iter()
+            .map(|e| CaseEventView {
+                action: e.action,
+                actor_role: e.actor_role,
+                actor_id: e.actor_id,
+                detail: e.detail,
+                at: e.created_at,
+            })
+            .collect(),
+        notification: file.notification,
+    };
+    Ok(ReviewCase::Ok(Json(detail), tag))
+}
+
+/// The official, and the address the request came from, for the record.
+fn acting<'a>(state: &AppState, request: &Request, official: &'a Principal) -> Acting<'a> {
+    Acting {
+        who: official,
+        client_address: state.limits.client_address(request).to_string(),
+    }
 }
 
 #[OpenApi(prefix_path = "/v1/review", tag = "Tag::Review")]
@@ -470,11 +271,13 @@ impl ReviewApi {
         limit: Query<Option<u64>>,
     ) -> Result<ReviewList, ReviewListProblems> {
         let agency = auth.0.official_agency()?;
-        let size = page_size(limit.0, state.settings.max_page_size)?;
-        let mut query = case::Entity::find()
-            .filter(case::Column::AgencyId.eq(agency))
-            .order_by_asc(case::Column::CreatedAt)
-            .order_by_asc(case::Column::Id);
+        let page = PageRequest::new(
+            cursor.0.as_deref(),
+            limit.0,
+            state.settings.max_page_size,
+            Order::OldestFirst,
+        )?;
+        let mut query = case::Entity::find().filter(case::Column::AgencyId.eq(agency));
         if let Some(status) = &status.0 {
             let status = CaseStatus::parse(status)
                 .ok_or_else(|| ApiError::Validation(format!("there is no case status {status}")))?;
@@ -487,22 +290,23 @@ impl ReviewApi {
                     .add(case::Column::FormCode.eq(code.as_str())),
             );
         }
-        if let Some(token) = &cursor.0 {
-            query = query.filter(Cursor::decode(token)?.rows_after(
+        let (rows, next_cursor) = page
+            .fetch(
+                &state.reads,
+                query,
                 case::Column::CreatedAt,
                 case::Column::Id,
-                Order::OldestFirst,
-            ));
-        }
-        let rows = query.limit(size + 1).all(&state.reads).await?;
-        let (rows, next_cursor) = split_page(rows, size, |c| Cursor {
-            created_at: c.created_at,
-            id: c.id,
-        });
+                |c| Cursor {
+                    created_at: c.created_at,
+                    id: c.id,
+                },
+            )
+            .await?;
         let names = state.names.in_locale(reader_locale(request, None));
+        let ttl = state.cases.claim_ttl();
         let items = rows
             .iter()
-            .map(|c| summary(c, auth.0.user_id, &names, claim_ttl(&state.settings)))
+            .map(|c| summary(c, auth.0.user_id, &names, ttl))
             .collect();
         Ok(ReviewList::Ok(Json(ReviewCasePage { items, next_cursor })))
     }
@@ -521,12 +325,10 @@ impl ReviewApi {
         access_log::record(
             &state.db,
             &state.access_log,
-            case_access(&state, request, &auth.0, &found, "case.viewed", "review"),
+            acting(&state, request, &auth.0).access(&found, "case.viewed", "review"),
         )
         .await?;
-        let names = state.names.in_locale(reader_locale(request, None));
-        let ttl = claim_ttl(&state.settings);
-        Ok(detail(&state.reads, found, auth.0.user_id, &names, ttl).await?)
+        Ok(shown(&state, &state.reads, request, auth.0.user_id, found).await?)
     }
 
     /// Claim a case so no other official works on it; it moves to review.
@@ -546,7 +348,11 @@ impl ReviewApi {
         state: poem::web::Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<ReviewCase, ClaimProblems> {
-        Ok(claim_case(&state, request, &auth.0, id.0, false).await?)
+        let claimed = state
+            .cases
+            .claim(&acting(&state, request, &auth.0), id.0, false)
+            .await?;
+        Ok(shown(&state, &state.db, request, auth.0.user_id, claimed).await?)
     }
 
     /// Take a case over from a colleague who holds a live claim on it (who
@@ -564,7 +370,11 @@ impl ReviewApi {
         state: poem::web::Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<ReviewCase, TakeOverProblems> {
-        Ok(claim_case(&state, request, &auth.0, id.0, true).await?)
+        let claimed = state
+            .cases
+            .claim(&acting(&state, request, &auth.0), id.0, true)
+            .await?;
+        Ok(shown(&state, &state.db, request, auth.0.user_id, claimed).await?)
     }
 
     /// Decide a case: approve, reject or ask for more information, with a
@@ -589,123 +399,12 @@ impl ReviewApi {
     ) -> Result<ReviewCase, DecideProblems> {
         auth.0.official_agency()?;
         let if_match = if_match.0.ok_or(ApiError::IfMatchRequired)?;
-        let reason = body.reason.trim().to_owned();
-        if reason.chars().count() > MAX_REASON {
-            return Err(ApiError::Validation(format!(
-                "the reason is longer than {MAX_REASON} characters"
-            ))
-            .into());
-        }
-        if body.outcome != Outcome::Approved && reason.is_empty() {
-            return Err(ApiError::Validation(
-                "say why: a reason is required to reject or to ask for more".into(),
-            )
-            .into());
-        }
-        let status: CaseStatus = body.outcome.into();
-        let me = auth.0.user_id;
-
-        let found = agency_case(&state.db, &auth.0, id.0).await?;
-        if !found.status.is_decidable() {
-            return Err(ApiError::Conflict(format!(
-                "the case is {}; only submitted or in-review cases can be decided",
-                found.status.as_str()
-            ))
-            .into());
-        }
-        let now = Utc::now();
-        if let Some((_, until)) =
-            live_claim(&found, claim_ttl(&state.settings), now).filter(|(holder, _)| *holder != me)
-        {
-            return Err(ApiError::ClaimedByAnother(until.to_rfc3339()).into());
-        }
-        if !if_match_holds(&if_match, &found) {
-            return Err(ApiError::StaleEtag.into());
-        }
-        // The transaction starts with its write, guarded by the version just
-        // read: a decision or claim made meanwhile makes it change nothing
-        // (412), and SQLite takes its write lock before reading anything.
-        let txn = onestop_model::begin_write(&state.db).await?;
-        let updated = case::Entity::update_many()
-            .col_expr(case::Column::Status, Expr::value(status.as_str()))
-            .col_expr(
-                case::Column::Version,
-                Expr::col(case::Column::Version).add(1),
-            )
-            .col_expr(case::Column::ClaimedBy, Expr::value(me))
-            .col_expr(case::Column::ClaimedAt, Expr::value(now))
-            .col_expr(case::Column::UpdatedAt, Expr::value(now))
-            .filter(case::Column::Id.eq(found.id))
-            .filter(case::Column::Version.eq(found.version))
-            .exec(&txn)
+        let verdict = Verdict::new(body.outcome.into(), &body.reason)?;
+        let decided = state
+            .cases
+            .decide(&acting(&state, request, &auth.0), id.0, &if_match, verdict)
             .await?;
-        if updated.rows_affected == 0 {
-            return Err(ApiError::StaleEtag.into());
-        }
-        let mut decided = serde_json::json!({ "outcome": status.as_str(), "reason": reason });
-        // A colleague's claim that had lapsed passes to the decider, on record.
-        if let Some(holder) = found.claimed_by.filter(|holder| *holder != me) {
-            decided["lapsed_claim_of"] = serde_json::json!(holder);
-        }
-        history::record(&txn, found.id, Some(&auth.0), "decided", decided).await?;
-        decision::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            case_id: Set(found.id),
-            official_id: Set(me),
-            outcome: Set(status),
-            reason: Set(reason.clone()),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        let kind = match status {
-            CaseStatus::InfoRequested => EventKind::CaseInfoRequested,
-            _ => EventKind::CaseDecided,
-        };
-        inbox_message::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            user_id: Set(found.applicant_id),
-            kind: Set(kind),
-            submission_id: Set(Some(found.submission_id)),
-            case_id: Set(Some(found.id)),
-            status: Set(Some(status.as_str().to_owned())),
-            subject_code: Set(Some(subject_code(&found).to_owned())),
-            reason: Set((!reason.is_empty()).then_some(reason)),
-            created_at: Set(now),
-            read_at: Set(None),
-            document_id: Set(None),
-        }
-        .insert(&txn)
-        .await?;
-        outbox::record(
-            &txn,
-            &StreamEvent {
-                event_id: Uuid::now_v7(),
-                kind,
-                occurred_at: now,
-                recipient_user_id: found.applicant_id,
-                submission_id: found.submission_id,
-                case_id: Some(found.id),
-                status: Some(status.as_str().to_owned()),
-            },
-        )
-        .await?;
-        // The decision and the record of who read the case to make it
-        // commit together: neither exists without the other.
-        access_log::append(
-            &txn,
-            &state.access_log,
-            case_access(&state, request, &auth.0, &found, "case.decided", "decision"),
-        )
-        .await?;
-        txn.commit().await?;
-        state.outbox_wakeup.notify_one();
-        metrics::counter!("decisions_total", "outcome" => status.as_str()).increment(1);
-
-        let decided = agency_case(&state.db, &auth.0, id.0).await?;
-        let names = state.names.in_locale(reader_locale(request, None));
-        let ttl = claim_ttl(&state.settings);
-        Ok(detail(&state.db, decided, me, &names, ttl).await?)
+        Ok(shown(&state, &state.db, request, auth.0.user_id, decided).await?)
     }
 
     /// Send a document back to the person behind a case: a correction
@@ -724,88 +423,16 @@ impl ReviewApi {
         id: Path<Uuid>,
         body: Json<NewDocument>,
     ) -> Result<DocumentSent, DocumentProblems> {
-        let agency = auth.0.official_agency()?.to_owned();
-        let found = agency_case(&state.db, &auth.0, id.0).await?;
-        check_attachments(&state.db, auth.0.user_id, &body.attachments).await?;
-        let title = body.title.trim().to_owned();
-        if title.is_empty() {
-            return Err(ApiError::Validation("the document needs a title".into()).into());
-        }
-        let now = Utc::now();
-        let txn = onestop_model::begin_write(&state.db).await?;
-        let document = returned_document::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            case_id: Set(found.id),
-            official_id: Set(auth.0.user_id),
-            agency_id: Set(agency),
-            recipient_id: Set(found.applicant_id),
-            title: Set(title),
-            body: Set(body.body.trim().to_owned()),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        for attachment_id in &body.attachments {
-            returned_document_attachment::ActiveModel {
-                document_id: Set(document.id),
-                attachment_id: Set(*attachment_id),
-            }
-            .insert(&txn)
+        let body = body.0;
+        let letter = NewLetter {
+            title: body.title.into_string(),
+            body: body.body.into_string(),
+            attachments: body.attachments,
+        };
+        let sent = state
+            .cases
+            .send_letter(&acting(&state, request, &auth.0), id.0, letter)
             .await?;
-        }
-        inbox_message::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            user_id: Set(found.applicant_id),
-            kind: Set(EventKind::DocumentReturned),
-            submission_id: Set(Some(found.submission_id)),
-            case_id: Set(Some(found.id)),
-            status: Set(Some(found.status.as_str().to_owned())),
-            subject_code: Set(Some(subject_code(&found).to_owned())),
-            reason: Set(None),
-            created_at: Set(now),
-            read_at: Set(None),
-            document_id: Set(Some(document.id)),
-        }
-        .insert(&txn)
-        .await?;
-        outbox::record(
-            &txn,
-            &StreamEvent {
-                event_id: Uuid::now_v7(),
-                kind: EventKind::DocumentReturned,
-                occurred_at: now,
-                recipient_user_id: found.applicant_id,
-                submission_id: found.submission_id,
-                case_id: Some(found.id),
-                status: Some(found.status.as_str().to_owned()),
-            },
-        )
-        .await?;
-        history::record(
-            &txn,
-            found.id,
-            Some(&auth.0),
-            "document_sent",
-            serde_json::json!({ "document_id": document.id, "title": document.title }),
-        )
-        .await?;
-        access_log::append(
-            &txn,
-            &state.access_log,
-            case_access(
-                &state,
-                request,
-                &auth.0,
-                &found,
-                "document.sent",
-                "correspondence",
-            ),
-        )
-        .await?;
-        txn.commit().await?;
-        state.outbox_wakeup.notify_one();
-        Ok(DocumentSent::Created(Json(
-            document_view(&state.db, document).await?,
-        )))
+        Ok(DocumentSent::Created(Json(sent.into())))
     }
 }

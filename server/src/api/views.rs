@@ -1,13 +1,19 @@
 //! Shapes shared by several resources, and helpers to read common headers.
 
-use onestop_model::catalog::localised_name;
-use onestop_model::Locale;
 use std::borrow::Cow;
+
+use onestop_model::catalog::localised_name;
+use onestop_model::entities::{case, supplement};
+use onestop_model::{Locale, SubmissionKind};
+use sea_orm::prelude::DateTimeUtc;
+use uuid::Uuid;
 
 use poem::Request;
 use poem_openapi::registry::MetaSchemaRef;
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::Object;
+
+use crate::cases::{self, CaseRecord, Letter, Names, SubmissionRecord};
 
 /// Something with an id and a name in the reader's language.
 #[derive(Object, Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -21,6 +27,123 @@ impl NamedRef {
         NamedRef {
             id: id.to_owned(),
             name: localised_name(names, locale),
+        }
+    }
+}
+
+// A case as its applicant sees it.
+#[derive(Object, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CaseView {
+    pub id: Uuid,
+    #[oai(skip_serializing_if_is_none)]
+    pub service: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub form: Option<String>,
+    /// The service's or form's name in the reader's language.
+    pub title: String,
+    pub agency: NamedRef,
+    /// `submitted`, `in_review`, `approved`, `rejected`, `info_requested`
+    /// or `withdrawn`.
+    pub status: String,
+    pub attachments: Vec<Uuid>,
+    pub etag: String,
+    pub updated_at: DateTimeUtc,
+}
+
+impl CaseView {
+    pub fn new(record: CaseRecord, names: &Names) -> Self {
+        let case = record.case;
+        CaseView {
+            title: names.subject(cases::subject_code(&case)),
+            agency: agency_ref(&case, names),
+            status: case.status.as_str().to_owned(),
+            attachments: record.attachments,
+            etag: cases::etag(&case),
+            updated_at: case.updated_at,
+            id: case.id,
+            service: case.service_code,
+            form: case.form_code,
+        }
+    }
+}
+
+/// The agency a case is with, named in the reader's language.
+pub fn agency_ref(case: &case::Model, names: &Names) -> NamedRef {
+    NamedRef {
+        id: case.agency_id.clone(),
+        name: names.agency(&case.agency_id),
+    }
+}
+
+#[derive(Object, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SubmissionView {
+    pub id: Uuid,
+    /// `one_stop` or `form`.
+    pub kind: String,
+    pub created_at: DateTimeUtc,
+    pub cases: Vec<CaseView>,
+}
+
+impl SubmissionView {
+    pub fn new(record: SubmissionRecord, names: &Names) -> Self {
+        SubmissionView {
+            id: record.submission.id,
+            kind: match record.submission.kind {
+                SubmissionKind::OneStop => "one_stop".into(),
+                SubmissionKind::Form => "form".into(),
+            },
+            created_at: record.submission.created_at,
+            cases: record
+                .cases
+                .into_iter()
+                .map(|case| CaseView::new(case, names))
+                .collect(),
+        }
+    }
+}
+
+// A document an office sent back.
+#[derive(Object)]
+pub struct DocumentView {
+    pub id: Uuid,
+    pub case_id: Uuid,
+    pub title: String,
+    pub body: String,
+    pub attachments: Vec<Uuid>,
+    pub created_at: DateTimeUtc,
+}
+
+impl From<Letter> for DocumentView {
+    fn from(letter: Letter) -> Self {
+        DocumentView {
+            id: letter.document.id,
+            case_id: letter.document.case_id,
+            title: letter.document.title,
+            body: letter.document.body,
+            attachments: letter.attachments,
+            created_at: letter.document.created_at,
+        }
+    }
+}
+
+// An applicant's answer to a request for more information.
+#[derive(Object)]
+pub struct SupplementView {
+    pub id: Uuid,
+    pub case_id: Uuid,
+    pub text: String,
+    pub attachments: Vec<Uuid>,
+    pub created_at: DateTimeUtc,
+}
+
+impl From<supplement::Model> for SupplementView {
+    fn from(model: supplement::Model) -> Self {
+        SupplementView {
+            id: model.id,
+            case_id: model.case_id,
+            text: model.text,
+            attachments: serde_json::from_value(model.attachments).unwrap_or_default(),
+            created_at: model.created_at,
         }
     }
 }

@@ -151,6 +151,81 @@ async fn a_teacher_files_a_report_to_the_office_she_chooses() {
     assert_eq!(app.count("submissions").await, 1);
 }
 
+/// Withdrawing a whole submission is the same step as withdrawing each of
+/// its open cases: each gets one `withdrawn` history entry, and a case
+/// already decided stays decided.
+#[tokio::test]
+async fn withdrawing_a_submission_writes_each_open_case_into_its_history_once() {
+    let app = spawn_app(Backend::Postgres).await;
+    let mother = app.login("mother1").await;
+    let official = app.login("official.municipality").await;
+    let submission = app
+        .apply(
+            &mother,
+            &["childcare_allowance", "breast_pump_rental"],
+            None,
+        )
+        .await;
+    let id = submission["id"].as_str().unwrap();
+    let case_of = |service: &str| {
+        submission["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["service"] == service)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (childcare, pump) = (
+        case_of("childcare_allowance"),
+        case_of("breast_pump_rental"),
+    );
+    let (_, etag) = app.review_case(&official, &childcare).await;
+    let decided = app
+        .decide(&official, &childcare, &etag, "approved", "")
+        .await;
+    assert_eq!(decided.status(), StatusCode::OK);
+
+    for _ in 0..2 {
+        let withdrawn = app
+            .post_json(
+                &format!("/v1/submissions/{id}/withdraw"),
+                &mother,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(withdrawn.status(), StatusCode::OK);
+        let withdrawn: Value = withdrawn.json().await.unwrap();
+        let status_of = |case: &str| {
+            withdrawn["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == case)
+                .unwrap()["status"]
+                .clone()
+        };
+        assert_eq!(status_of(&childcare), "approved");
+        assert_eq!(status_of(&pump), "withdrawn");
+    }
+    let history = |case: String| {
+        format!(
+            "SELECT action AS v FROM case_events WHERE case_id = '{case}' ORDER BY created_at, id"
+        )
+    };
+    assert_eq!(app.column(&history(pump)).await, ["submitted", "withdrawn"]);
+    let (detail, _) = app.review_case(&official, &childcare).await;
+    let actions: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["submitted", "decided"]);
+}
+
 #[tokio::test]
 async fn withdrawing_closes_open_cases_once() {
     let app = spawn_app(Backend::Postgres).await;

@@ -1,6 +1,6 @@
 //! The append-only history of a case: who did what, when.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use onestop_model::entities::case_event;
 use sea_orm::prelude::*;
 use sea_orm::ActiveValue::Set;
@@ -8,12 +8,13 @@ use sea_orm::ActiveValue::Set;
 use crate::auth::Principal;
 
 /// Appends an entry; `actor` is `None` when the service itself acted.
-pub async fn record(
+pub(super) async fn record(
     db: &impl ConnectionTrait,
     case_id: Uuid,
     actor: Option<&Principal>,
     action: &str,
     detail: serde_json::Value,
+    at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     case_event::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -25,7 +26,7 @@ pub async fn record(
             .to_owned()),
         action: Set(action.to_owned()),
         detail: Set(detail),
-        created_at: Set(Utc::now()),
+        created_at: Set(at),
     }
     .insert(db)
     .await?;
