@@ -9,7 +9,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
 use serde::{Deserialize, Serialize};
 
-use crate::entities::{agency, form, message_text, organisation, service};
+use crate::entities::{agency, catalog_revision, form, message_text, organisation, service};
 use crate::Locale;
 
 /// The catalog shipped with the code.
@@ -248,8 +248,9 @@ impl Catalog {
         Ok(())
     }
 
-    /// Writes the catalog into the database, updating rows that exist.
-    /// Rows the file no longer lists are left alone: cases refer to them.
+    /// Writes the catalog into the database, updating rows that exist, and
+    /// gives it a new revision. Rows the file no longer lists are left
+    /// alone: cases refer to them.
     pub async fn seed(&self, db: &impl ConnectionTrait) -> Result<(), CatalogError> {
         fn json<T: Serialize>(value: &T) -> serde_json::Value {
             serde_json::to_value(value).expect("catalog values serialise")
@@ -362,6 +363,23 @@ impl Catalog {
                 .await?;
             }
         }
+        // Every replica reads the names and texts again when it sees a
+        // new revision.
+        catalog_revision::Entity::insert(catalog_revision::ActiveModel {
+            id: Set(catalog_revision::ONLY_ROW),
+            revision: Set(uuid::Uuid::now_v7()),
+            seeded_at: Set(chrono::Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::column(catalog_revision::Column::Id)
+                .update_columns([
+                    catalog_revision::Column::Revision,
+                    catalog_revision::Column::SeededAt,
+                ])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onestop_migrations::{Migrator, MigratorTrait};
-use onestop_model::catalog::{Catalog, Texts};
+use onestop_model::catalog::Catalog;
 use poem::middleware::{AddData, CatchPanic, Compression, Cors};
 use poem::{get, EndpointExt, Route};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
@@ -240,8 +240,7 @@ impl Application {
         } else {
             Vec::new()
         };
-        let texts = Texts::load(&db).await?;
-        let names = crate::cases::NameBook::new(crate::cases::CatalogNames::load(&db).await?);
+        let names = crate::cases::NameBook::load(&db).await?;
         let media = crate::media::from_settings(&settings)
             .await
             .map_err(StartupError::Media)?;
@@ -268,7 +267,6 @@ impl Application {
             thumbnails: crate::uploads::thumbnails::Thumbnailer::new(settings.thumbnail_workers),
             redis: redis.clone(),
             catalog,
-            texts,
             names,
             cases: crate::cases::Cases::new(
                 db.clone(),
@@ -294,6 +292,7 @@ impl Application {
                 cancel.child_token(),
             )),
             tokio::spawn(maintenance(state.clone(), cancel.child_token())),
+            tokio::spawn(watch_catalog(state.clone(), cancel.child_token())),
             tokio::spawn(crate::uploads::background(
                 state.clone(),
                 cancel.child_token(),
@@ -410,6 +409,28 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
 
 /// Periodic housekeeping: expired idempotency keys, idle rate-limit
 /// entries, metric histograms, the catalog's names read again.
+/// How often each server asks whether the catalog was seeded anew.
+const CATALOG_CHECK: Duration = Duration::from_secs(5);
+
+/// Reads the catalog's names and texts again when another server (or a
+/// restart) seeded a new revision of the catalog.
+async fn watch_catalog(state: AppState, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(CATALOG_CHECK);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match state.names.refresh(&state.reads).await {
+            Ok(true) => tracing::info!("the catalog changed; its names and texts are read again"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "checking the catalog's revision failed")
+            }
+        }
+    }
+}
+
 async fn maintenance(state: AppState, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -421,9 +442,6 @@ async fn maintenance(state: AppState, cancel: CancellationToken) {
         metrics_handle().run_upkeep();
         if let Err(error) = idempotency::sweep(&state.db).await {
             tracing::warn!(error = %ErrorChain(&error), "sweeping idempotency keys failed");
-        }
-        if let Err(error) = state.names.reload(&state.reads).await {
-            tracing::warn!(error = %ErrorChain(&error), "reading the catalog's names failed");
         }
     }
 }

@@ -1,7 +1,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use onestop_model::catalog::{Catalog, Texts};
+use onestop_model::catalog::Catalog;
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
@@ -39,12 +39,10 @@ pub struct Inner {
     pub redis: Arc<RedisLink>,
     /// The catalog as seeded at start (document names live only here).
     pub catalog: Catalog,
-    /// Names of agencies, services and forms, kept in memory.
+    /// Names of the catalog and texts of inbox entries, kept in memory.
     pub names: crate::cases::NameBook,
     /// Every transition of a case.
     pub cases: crate::cases::Cases,
-    /// Texts of inbox entries, loaded from the catalog at start.
-    pub texts: Texts,
     /// Woken after a commit that wrote to the outbox, so events leave at once
     /// instead of at the next poll.
     pub outbox_wakeup: Arc<Notify>,

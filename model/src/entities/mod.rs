@@ -6,6 +6,7 @@ pub mod agency;
 pub mod attachment;
 pub mod attachment_thumbnail;
 pub mod case;
+pub mod catalog_revision;
 pub mod case_attachment;
 pub mod case_event;
 pub mod consent;

@@ -133,11 +133,9 @@ impl InboxApi {
                     .map(|c| names.subjects(c))
                     .unwrap_or_default();
                 let reason = message.reason.clone().unwrap_or_default();
-                let (title, body) = state
-                    .texts
-                    .render(
+                let (title, body) = names
+                    .text(
                         &text_key(&message),
-                        names.locale,
                         &[("subject", &subject), ("reason", &reason)],
                     )
                     .unwrap_or_else(|| (message.kind.as_str().to_owned(), subject.clone()));

@@ -8,7 +8,7 @@ use rand::RngCore;
 use sea_orm::prelude::*;
 use sea_orm::sea_query::Expr;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{JoinType, QuerySelect};
+use sea_orm::QuerySelect;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;

@@ -31,7 +31,7 @@ use crate::auth::Principal;
 pub use applicant::Answer;
 pub use attached::check_attachments;
 pub use filing::{Filed, NewFiling};
-pub use names::{CatalogNames, NameBook, Names};
+pub use names::{NameBook, Names};
 pub use reading::{CaseFile, CaseRecord, Letter, SubmissionRecord};
 pub use review::{NewLetter, Verdict};
 
