@@ -60,14 +60,13 @@ pub async fn viewed_attachment(
     request: &poem::Request,
     principal: &Principal,
     id: Uuid,
-    what: &str,
+    what: &'static str,
 ) -> Result<attachment::Model, ApiError> {
     let found = readable_attachment(&state.db, principal, id).await?;
     if found.owner_id != principal.user_id {
-        crate::access_log::record(
-            &state.db,
-            &state.access_log,
-            crate::access_log::Access {
+        state
+            .access_records
+            .record(crate::access_log::Access {
                 subject: found.owner_id,
                 actor: crate::access_log::Actor::person(principal),
                 client_address: state.limits.client_address(request).to_string(),
@@ -78,9 +77,8 @@ pub async fn viewed_attachment(
                 } else {
                     "correspondence"
                 },
-            },
-        )
-        .await?;
+            })
+            .await?;
     }
     Ok(found)
 }

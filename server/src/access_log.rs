@@ -66,6 +66,7 @@ impl Actor {
     }
 }
 
+#[derive(Clone)]
 pub struct Access<'a> {
     pub subject: Uuid,
     pub actor: Actor,
@@ -309,6 +310,104 @@ pub async fn record(
     let row = append(&txn, keys, access).await?;
     txn.commit().await?;
     Ok(row)
+}
+
+/// Most access records that change nothing else to be written at once.
+const MAX_BATCH: usize = 128;
+
+/// Writes access records that change nothing else (an official opening a
+/// case or a photo), each committed before the caller shows anything.
+/// Records that arrive while a batch is being written go into the next
+/// one, so many viewers share one transaction and one commit instead of
+/// queueing for the database's writer one by one (group commit).
+#[derive(Clone)]
+pub struct Recorder {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+struct Pending {
+    access: Access<'static>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl Recorder {
+    /// Starts the writer; it writes what is queued, then stops, once
+    /// `cancel` fires.
+    pub fn start(
+        db: DatabaseConnection,
+        keys: ChainKeys,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, waiting) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        let writer = tokio::spawn(write_batches(db, keys, waiting, cancel));
+        (Recorder { queue }, writer)
+    }
+
+    /// Appends the record; returns once it is committed.
+    pub async fn record(&self, access: Access<'static>) -> Result<(), DbErr> {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let closed = || DbErr::Custom("the access log is not taking records".into());
+        self.queue
+            .send(Pending { access, done })
+            .await
+            .map_err(|_| closed())?;
+        committed
+            .await
+            .map_err(|_| closed())?
+            .map_err(DbErr::Custom)
+    }
+}
+
+async fn write_batches(
+    db: DatabaseConnection,
+    keys: ChainKeys,
+    mut waiting: tokio::sync::mpsc::Receiver<Pending>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            next = waiting.recv() => next,
+            _ = cancel.cancelled() => {
+                // Take nothing new; write what was queued, then stop.
+                waiting.close();
+                waiting.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        // Chains are taken in one order by every writer (PostgreSQL's
+        // locks), and a person's records keep the order they came in.
+        batch.sort_by_key(|pending| pending.access.subject);
+        let written = write_batch(&db, &keys, &batch)
+            .await
+            .map_err(|error| error.to_string());
+        if let Err(error) = &written {
+            tracing::error!(%error, records = batch.len(), "writing access records failed");
+        }
+        metrics::histogram!("access_record_batch_size").record(batch.len() as f64);
+        for pending in batch {
+            let _ = pending.done.send(written.clone());
+        }
+    }
+}
+
+async fn write_batch(
+    db: &DatabaseConnection,
+    keys: &ChainKeys,
+    batch: &[Pending],
+) -> Result<(), DbErr> {
+    let txn = onestop_model::begin_write(db).await?;
+    for pending in batch {
+        append(&txn, keys, pending.access.clone()).await?;
+    }
+    txn.commit().await
 }
 
 /// A place where a chain does not hold.

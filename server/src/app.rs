@@ -256,7 +256,13 @@ impl Application {
 
         let cancel = CancellationToken::new();
         let outbox_wakeup = Arc::new(Notify::new());
+        let (access_records, access_writer) = crate::access_log::Recorder::start(
+            db.clone(),
+            access_log.clone(),
+            cancel.child_token(),
+        );
         let state = AppState::new(Inner {
+            access_records,
             tokens: TokenKeys::from_settings(&settings),
             limits: RateLimits::from_settings(&settings),
             rrn_index,
@@ -281,6 +287,7 @@ impl Application {
         });
 
         let tasks = vec![
+            access_writer,
             tokio::spawn(outbox::run_relay(
                 db.clone(),
                 redis,
@@ -407,8 +414,6 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .with(RequestLog)
 }
 
-/// Periodic housekeeping: expired idempotency keys, idle rate-limit
-/// entries, metric histograms, the catalog's names read again.
 /// How often each server asks whether the catalog was seeded anew.
 const CATALOG_CHECK: Duration = Duration::from_secs(5);
 
@@ -431,6 +436,8 @@ async fn watch_catalog(state: AppState, cancel: CancellationToken) {
     }
 }
 
+/// Periodic housekeeping: expired idempotency keys, idle rate-limit
+/// entries, metric histograms.
 async fn maintenance(state: AppState, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {

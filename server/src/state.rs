@@ -31,6 +31,8 @@ pub struct Inner {
     pub vault: crate::vault::Vault,
     /// Keys that link the access records.
     pub access_log: crate::access_log::ChainKeys,
+    /// Writes the records of accesses that change nothing else, in batches.
+    pub access_records: crate::access_log::Recorder,
     /// Where shared facts come from.
     pub registry: Arc<dyn FactRegistry>,
     pub media: Arc<dyn MediaStore>,

@@ -12,7 +12,6 @@ use uuid::Uuid;
 use super::attachments::AttachmentView;
 use super::{agency_ref, reader_locale, DocumentView, NamedRef, SupplementView, Tag, Text};
 use crate::access::agency_case;
-use crate::access_log;
 use crate::auth::{BearerAuth, Principal};
 use crate::cases::reading::case_file;
 use crate::cases::{etag, live_claim, subject_code, Acting, Names, NewLetter, Verdict};
@@ -322,12 +321,10 @@ impl ReviewApi {
     ) -> Result<ReviewCase, ReviewReadProblems> {
         let found = agency_case(&state.reads, &auth.0, id.0).await?;
         // On the record (committed) before anything of the case is shown.
-        access_log::record(
-            &state.db,
-            &state.access_log,
-            acting(&state, request, &auth.0).access(&found, "case.viewed", "review"),
-        )
-        .await?;
+        state
+            .access_records
+            .record(acting(&state, request, &auth.0).access(&found, "case.viewed", "review"))
+            .await?;
         Ok(shown(&state, &state.reads, request, auth.0.user_id, found).await?)
     }
 

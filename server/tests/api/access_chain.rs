@@ -913,3 +913,80 @@ async fn a_weak_if_match_never_matches() {
     assert_eq!(decided.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// Officials opening cases at once share the access log's transactions,
+/// and nothing is lost or misordered by it: every look is on the record and
+/// her chain is whole, in order, and holds.
+async fn looks_at_once_are_each_on_the_record(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mother = app.login("mother1").await;
+    let gangnam = app.login("official.municipality").await;
+    let kepco = app.login("official.kepco").await;
+    let submission = app
+        .apply(
+            &mother,
+            &["childcare_allowance", "electricity_bill_cut"],
+            None,
+        )
+        .await;
+    let case_of = |service: &str| {
+        submission["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["service"] == service)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (childcare, bills) = (
+        case_of("childcare_allowance"),
+        case_of("electricity_bill_cut"),
+    );
+
+    const LOOKS: usize = 40;
+    let looks = (0..LOOKS).map(|i| {
+        let (token, case) = if i % 2 == 0 {
+            (&gangnam, &childcare)
+        } else {
+            (&kepco, &bills)
+        };
+        let app = &app;
+        async move {
+            app.get(&format!("/v1/review/cases/{case}"), token)
+                .await
+                .status()
+        }
+    });
+    for status in futures_util::future::join_all(looks).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    let subject = user_id(&app, &mother).await;
+    let chain = chain_of(&app.state.db, subject).await;
+    for case in [&childcare, &bills] {
+        let viewed = chain
+            .iter()
+            .filter(|r| r.action == "case.viewed" && &r.object_id == case)
+            .count();
+        assert_eq!(viewed, LOOKS / 2);
+    }
+    let places: Vec<i64> = chain.iter().map(|r| r.seq).collect();
+    assert_eq!(places, (1..=chain.len() as i64).collect::<Vec<_>>());
+    let report = access_log::verify(&app.state.db, &app.state.access_log, Some(subject))
+        .await
+        .unwrap();
+    assert!(report.breaks.is_empty(), "{:?}", report.breaks);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn looks_at_once_are_each_on_the_record_on_sqlite() {
+    looks_at_once_are_each_on_the_record(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn looks_at_once_are_each_on_the_record_on_postgres() {
+    looks_at_once_are_each_on_the_record(Backend::Postgres).await;
+}
