@@ -261,9 +261,11 @@ impl Application {
             access_log.clone(),
             cancel.child_token(),
         );
+        let tokens = TokenKeys::from_settings(&settings);
         let state = AppState::new(Inner {
             access_records,
-            tokens: TokenKeys::from_settings(&settings),
+            sessions: crate::auth::Sessions::new(db.clone(), tokens.clone(), &settings),
+            tokens,
             limits: RateLimits::from_settings(&settings),
             rrn_index,
             vault,

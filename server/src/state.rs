@@ -25,6 +25,8 @@ pub struct Inner {
     pub reads: DatabaseConnection,
     pub settings: Settings,
     pub tokens: TokenKeys,
+    /// Signing in, refreshing and signing out.
+    pub sessions: crate::auth::Sessions,
     pub limits: RateLimits,
     pub rrn_index: RrnIndexer,
     /// Seals resident registration numbers at rest.

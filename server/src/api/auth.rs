@@ -5,7 +5,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use sea_orm::prelude::*;
 
 use super::{Tag, Text};
-use crate::auth::{issue_session, logout, refresh_session, verify_password, TokenPair};
+use crate::auth::{verify_password, TokenPair};
 use crate::error::ApiError;
 use crate::problems;
 use crate::state::AppState;
@@ -105,7 +105,7 @@ impl AuthApi {
                 return Err(ApiError::InvalidCredentials.into());
             }
         };
-        let pair = issue_session(&state, &account).await?;
+        let pair = state.sessions.issue(&account).await?;
         Ok(TokenIssued::Ok(Json(pair.into())))
     }
 
@@ -117,7 +117,7 @@ impl AuthApi {
         state: poem::web::Data<&AppState>,
         body: Json<RefreshRequest>,
     ) -> Result<TokenIssued, TokenProblems> {
-        let pair = refresh_session(&state, &body.refresh_token).await?;
+        let pair = state.sessions.refresh(&body.refresh_token).await?;
         Ok(TokenIssued::Ok(Json(pair.into())))
     }
 
@@ -129,7 +129,10 @@ impl AuthApi {
         state: poem::web::Data<&AppState>,
         body: Json<LogoutRequest>,
     ) -> Result<SignedOut, LogoutProblems> {
-        logout(&state, &body.refresh_token, body.everywhere).await?;
+        state
+            .sessions
+            .end(&body.refresh_token, body.everywhere)
+            .await?;
         Ok(SignedOut::Done)
     }
 }

@@ -8,8 +8,5 @@ mod tokens;
 
 pub use passwords::{hash_password, verify_password};
 pub use principal::{BearerAuth, Principal};
-pub use sessions::{
-    disable_account, end_all_sessions, issue_session, logout, refresh_session, session_is_live,
-    TokenPair,
-};
+pub use sessions::{disable_account, end_all_sessions, session_is_live, Sessions, TokenPair};
 pub use tokens::TokenKeys;

@@ -11,8 +11,19 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::QuerySelect;
 use sha2::{Digest, Sha256};
 
+use super::TokenKeys;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::settings::Settings;
+
+/// Sign-ins: issuing, rotating and ending them. Holds the database, the
+/// keys that sign access tokens and the lifetimes of refresh tokens.
+#[derive(Clone)]
+pub struct Sessions {
+    db: DatabaseConnection,
+    tokens: TokenKeys,
+    refresh_ttl: ChronoDuration,
+    family_ttl: ChronoDuration,
+}
 
 pub struct TokenPair {
     pub access_token: String,
@@ -31,45 +42,117 @@ fn new_secret() -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
 }
 
-/// Inserts a refresh token of `family_id` and returns it with the pair.
-async fn issue_in_family(
-    db: &impl ConnectionTrait,
-    state: &AppState,
-    account: &user::Model,
-    family_id: Uuid,
-    family_expires_at: DateTimeUtc,
-) -> Result<TokenPair, ApiError> {
-    let now = Utc::now();
-    let ttl = ChronoDuration::seconds(state.settings.refresh_token_ttl_secs as i64);
-    let expires_at = (now + ttl).min(family_expires_at);
-    let secret = new_secret();
-    refresh_token::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        user_id: Set(account.id),
-        family_id: Set(family_id),
-        token_hash: Set(digest(&secret)),
-        expires_at: Set(expires_at),
-        family_expires_at: Set(family_expires_at),
-        used_at: Set(None),
-        revoked_at: Set(None),
-        created_at: Set(now),
+impl Sessions {
+    pub fn new(db: DatabaseConnection, tokens: TokenKeys, settings: &Settings) -> Self {
+        Sessions {
+            db,
+            tokens,
+            refresh_ttl: ChronoDuration::seconds(settings.refresh_token_ttl_secs as i64),
+            family_ttl: ChronoDuration::seconds(settings.refresh_family_ttl_secs as i64),
+        }
     }
-    .insert(db)
-    .await?;
-    let (access_token, access_ttl) = state.tokens.issue(account, family_id);
-    Ok(TokenPair {
-        access_token,
-        access_expires_in: access_ttl.as_secs(),
-        refresh_token: secret,
-        refresh_expires_in: (expires_at - now).num_seconds().max(0) as u64,
-    })
-}
 
-/// A new sign-in: a new token family.
-pub async fn issue_session(state: &AppState, account: &user::Model) -> Result<TokenPair, ApiError> {
-    let family_expires_at =
-        Utc::now() + ChronoDuration::seconds(state.settings.refresh_family_ttl_secs as i64);
-    issue_in_family(&state.db, state, account, Uuid::new_v4(), family_expires_at).await
+    /// A new sign-in: a new token family.
+    pub async fn issue(&self, account: &user::Model) -> Result<TokenPair, ApiError> {
+        let family_expires_at = Utc::now() + self.family_ttl;
+        self.issue_in_family(&self.db, account, Uuid::new_v4(), family_expires_at)
+            .await
+    }
+
+    /// Inserts a refresh token of `family_id` and returns it with the pair.
+    async fn issue_in_family(
+        &self,
+        db: &impl ConnectionTrait,
+        account: &user::Model,
+        family_id: Uuid,
+        family_expires_at: DateTimeUtc,
+    ) -> Result<TokenPair, ApiError> {
+        let now = Utc::now();
+        let expires_at = (now + self.refresh_ttl).min(family_expires_at);
+        let secret = new_secret();
+        refresh_token::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            user_id: Set(account.id),
+            family_id: Set(family_id),
+            token_hash: Set(digest(&secret)),
+            expires_at: Set(expires_at),
+            family_expires_at: Set(family_expires_at),
+            used_at: Set(None),
+            revoked_at: Set(None),
+            created_at: Set(now),
+        }
+        .insert(db)
+        .await?;
+        let (access_token, access_ttl) = self.tokens.issue(account, family_id);
+        Ok(TokenPair {
+            access_token,
+            access_expires_in: access_ttl.as_secs(),
+            refresh_token: secret,
+            refresh_expires_in: (expires_at - now).num_seconds().max(0) as u64,
+        })
+    }
+
+    /// Trades a refresh token for a new pair.
+    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, ApiError> {
+        let now = Utc::now();
+        let Some(stored) = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(digest(presented)))
+            .one(&self.db)
+            .await?
+        else {
+            return Err(ApiError::InvalidRefreshToken);
+        };
+        if stored.revoked_at.is_some()
+            || stored.expires_at <= now
+            || stored.family_expires_at <= now
+        {
+            return Err(ApiError::InvalidRefreshToken);
+        }
+        let txn = onestop_model::begin_write(&self.db).await?;
+        // Marking it used only if nobody did before makes two racing uses of
+        // one token detectable: the loser sees zero rows.
+        let marked = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+            .filter(refresh_token::Column::Id.eq(stored.id))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if marked.rows_affected == 0 {
+            revoke_family(&txn, stored.family_id).await?;
+            txn.commit().await?;
+            tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id,
+            "a refresh token was used twice; its family is revoked");
+            return Err(ApiError::InvalidRefreshToken);
+        }
+        let account = user::Entity::find_by_id(stored.user_id)
+            .one(&txn)
+            .await?
+            .filter(|account| !account.disabled)
+            .ok_or(ApiError::InvalidRefreshToken)?;
+        let pair = self
+            .issue_in_family(&txn, &account, stored.family_id, stored.family_expires_at)
+            .await?;
+        txn.commit().await?;
+        Ok(pair)
+    }
+
+    /// Ends the sign-in a refresh token belongs to, or every sign-in of its
+    /// account. Access tokens of an ended sign-in stop working at once.
+    /// Unknown tokens are ignored: signing out twice is not an error.
+    pub async fn end(&self, presented: &str, everywhere: bool) -> Result<(), ApiError> {
+        if let Some(stored) = refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(digest(presented)))
+            .one(&self.db)
+            .await?
+        {
+            if everywhere {
+                end_all_sessions(&self.db, stored.user_id).await?;
+            } else {
+                revoke_family(&self.db, stored.family_id).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn revoke_family(db: &impl ConnectionTrait, family_id: Uuid) -> Result<(), ApiError> {
@@ -79,70 +162,6 @@ async fn revoke_family(db: &impl ConnectionTrait, family_id: Uuid) -> Result<(),
         .filter(refresh_token::Column::RevokedAt.is_null())
         .exec(db)
         .await?;
-    Ok(())
-}
-
-/// Trades a refresh token for a new pair.
-pub async fn refresh_session(state: &AppState, presented: &str) -> Result<TokenPair, ApiError> {
-    let now = Utc::now();
-    let Some(stored) = refresh_token::Entity::find()
-        .filter(refresh_token::Column::TokenHash.eq(digest(presented)))
-        .one(&state.db)
-        .await?
-    else {
-        return Err(ApiError::InvalidRefreshToken);
-    };
-    if stored.revoked_at.is_some() || stored.expires_at <= now || stored.family_expires_at <= now {
-        return Err(ApiError::InvalidRefreshToken);
-    }
-    let txn = onestop_model::begin_write(&state.db).await?;
-    // Marking it used only if nobody did before makes two racing uses of
-    // one token detectable: the loser sees zero rows.
-    let marked = refresh_token::Entity::update_many()
-        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
-        .filter(refresh_token::Column::Id.eq(stored.id))
-        .filter(refresh_token::Column::UsedAt.is_null())
-        .exec(&txn)
-        .await?;
-    if marked.rows_affected == 0 {
-        revoke_family(&txn, stored.family_id).await?;
-        txn.commit().await?;
-        tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id,
-            "a refresh token was used twice; its family is revoked");
-        return Err(ApiError::InvalidRefreshToken);
-    }
-    let account = user::Entity::find_by_id(stored.user_id)
-        .one(&txn)
-        .await?
-        .filter(|account| !account.disabled)
-        .ok_or(ApiError::InvalidRefreshToken)?;
-    let pair = issue_in_family(
-        &txn,
-        state,
-        &account,
-        stored.family_id,
-        stored.family_expires_at,
-    )
-    .await?;
-    txn.commit().await?;
-    Ok(pair)
-}
-
-/// Ends the sign-in a refresh token belongs to, or every sign-in of its
-/// account. Access tokens of an ended sign-in stop working at once.
-/// Unknown tokens are ignored: signing out twice is not an error.
-pub async fn logout(state: &AppState, presented: &str, everywhere: bool) -> Result<(), ApiError> {
-    if let Some(stored) = refresh_token::Entity::find()
-        .filter(refresh_token::Column::TokenHash.eq(digest(presented)))
-        .one(&state.db)
-        .await?
-    {
-        if everywhere {
-            end_all_sessions(&state.db, stored.user_id).await?;
-        } else {
-            revoke_family(&state.db, stored.family_id).await?;
-        }
-    }
     Ok(())
 }
 
