@@ -119,7 +119,18 @@ impl<'a> Change<'a> {
         action: &str,
         detail: serde_json::Value,
     ) -> Result<(), DbErr> {
-        history::record(&self.txn, case_id, actor, action, detail, self.now).await
+        history::record(&self.txn, actor, action, [(case_id, detail)], self.now).await
+    }
+
+    /// Appends one entry of the same actor and action to each of several
+    /// cases' histories, each with its own detail, in one statement.
+    pub async fn history_of_each(
+        &self,
+        actor: Option<&Principal>,
+        action: &str,
+        entries: impl IntoIterator<Item = (Uuid, serde_json::Value)>,
+    ) -> Result<(), DbErr> {
+        history::record(&self.txn, actor, action, entries, self.now).await
     }
 
     /// Tells the person: the inbox entry and the outbox event commit with

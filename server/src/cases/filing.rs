@@ -315,16 +315,18 @@ impl Cases {
                 .exec(change.txn())
                 .await?;
         }
-        for (record, attachments) in cases.iter().zip(asked) {
-            change
-                .history(
-                    record.case.id,
-                    Some(principal),
-                    "submitted",
-                    serde_json::json!({ "attachments": attachments }),
-                )
-                .await?;
-        }
+        change
+            .history_of_each(
+                Some(principal),
+                "submitted",
+                cases.iter().zip(asked).map(|(record, attachments)| {
+                    (
+                        record.case.id,
+                        serde_json::json!({ "attachments": attachments }),
+                    )
+                }),
+            )
+            .await?;
         let codes: Vec<&str> = cases
             .iter()
             .map(|record| super::subject_code(&record.case))
