@@ -37,6 +37,7 @@ use onestop_model::catalog::Texts;
 use onestop_model::entities::{case, device, outbox, push_attempt};
 use onestop_model::events::{
     dead_letter_key, retry_key, stream_key, CONSUMER_GROUP, DELIVERIES_FIELD, STREAM_FIELD,
+    STREAM_MAX_LEN,
 };
 use onestop_model::{CaseStatus, Platform, StreamEvent};
 use rand::Rng;
@@ -79,8 +80,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DETAIL_MAX_CHARS: usize = 500;
 /// Rows per INSERT, well under PostgreSQL's limit of bind parameters.
 const INSERT_CHUNK: usize = 1000;
-/// Upper bound of the stream's length when retries go back into it.
-const STREAM_MAX_LEN: usize = 1_000_000;
 
 /// Moves the due members of the retry set back into the stream, at most
 /// ARGV[2] of them, atomically, so two notifiers never both take one.
