@@ -40,8 +40,9 @@ use onestop_model::events::{
     STREAM_MAX_LEN,
 };
 use onestop_model::{CaseStatus, Platform, StreamEvent};
+use onestop_runtime::redis_link::{RedisLink, RedisLinkConfig};
 use rand::Rng;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoGroupsReply,
     StreamPendingCountReply, StreamPendingReply, StreamReadOptions, StreamReadReply,
@@ -52,7 +53,7 @@ use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter,
     QuerySelect, Set,
 };
-use tokio::sync::{Mutex, RwLock, Semaphore};
+use tokio::sync::{RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -76,7 +77,6 @@ const DEAD_LETTER_MAX_LEN: usize = 100_000;
 /// Texts are read again from the database this often, so edits to the
 /// catalog reach pushes without a restart.
 const TEXTS_MAX_AGE: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DETAIL_MAX_CHARS: usize = 500;
 /// Rows per INSERT, well under PostgreSQL's limit of bind parameters.
 const INSERT_CHUNK: usize = 1000;
@@ -212,39 +212,6 @@ struct CachedTexts {
     loaded_at: Option<Instant>,
 }
 
-/// A Redis connection made on first use and made again after an error.
-struct RedisLink {
-    client: redis::Client,
-    connection: Mutex<Option<ConnectionManager>>,
-    response_timeout: Duration,
-}
-
-impl RedisLink {
-    async fn connection(&self) -> Result<ConnectionManager, NotifierError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(self.response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = tokio::time::timeout(
-            CONNECT_TIMEOUT * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| NotifierError::RedisTimeout(CONNECT_TIMEOUT * 2))??;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
-    async fn reset(&self) {
-        *self.connection.lock().await = None;
-    }
-}
-
 /// A notifier: cheap to clone, every clone shares the connections.
 #[derive(Clone)]
 pub struct Notifier {
@@ -291,11 +258,16 @@ impl Notifier {
             .connect_timeout(Duration::from_secs(5))
             .sqlx_logging(false);
         let db = Database::connect(options).await?;
-        let redis = RedisLink {
-            client: redis::Client::open(settings.redis_url.as_str())?,
-            connection: Mutex::new(None),
-            response_timeout: settings.block() + Duration::from_secs(5),
-        };
+        // A read waits up to `block_ms` for new entries before Redis answers.
+        let redis = RedisLink::with_config(
+            &settings.redis_url,
+            &settings.redis_prefix,
+            RedisLinkConfig {
+                response_timeout: settings.block() + Duration::from_secs(5),
+                retries: 1,
+                max_delay: Duration::from_secs(1),
+            },
+        )?;
         tracing::info!(
             consumer = %settings.consumer,
             android = gateways.android.provider().as_str(),
