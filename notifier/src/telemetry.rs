@@ -1,7 +1,5 @@
 //! Structured logs and Prometheus metrics.
 
-use std::sync::OnceLock;
-
 use metrics_exporter_prometheus::{Matcher, PrometheusHandle};
 
 /// What is logged when `RUST_LOG` is not set.
@@ -22,9 +20,8 @@ pub fn init_tracing(format: &str) {
 ///   `occurred_at` to the provider accepting the push)
 /// - `notifier_dead_letters_total{reason}`, `notifier_batch_errors_total`
 pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        onestop_runtime::metrics::prometheus()
+    onestop_runtime::metrics::recorder(|builder| {
+        builder
             .set_buckets_for_metric(
                 Matcher::Full("notifier_decision_to_push_seconds".into()),
                 &[
@@ -32,7 +29,5 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
                 ],
             )
             .expect("the bucket list is not empty")
-            .install_recorder()
-            .expect("no other metrics recorder is installed")
     })
 }

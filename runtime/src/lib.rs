@@ -1,5 +1,5 @@
 //! What the server and the notifier binaries both need to run: the
-//! shutdown signal, the log subscriber, the metrics recorder's defaults,
+//! shutdown signal, the log subscriber, the one metrics recorder,
 //! an error printed with its causes, and a self-healing Redis link.
 //!
 //! ```no_run

@@ -1,6 +1,5 @@
 //! Structured logs and Prometheus metrics.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -16,12 +15,7 @@ pub fn init_tracing(format: &str) {
 
 /// The process-wide metrics recorder, installed on first use.
 pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        onestop_runtime::metrics::prometheus()
-            .install_recorder()
-            .expect("no other metrics recorder is installed")
-    })
+    onestop_runtime::metrics::recorder(|builder| builder)
 }
 
 /// Logs every request with its status and time, and counts it.
