@@ -26,6 +26,11 @@ pub fn retry_key(prefix: &str) -> String {
     format!("{prefix}events:retry")
 }
 
+/// Upper bound of the stream's length, kept by every `XADD` to it with
+/// approximate trimming (`MAXLEN ~`). Consumers normally keep up; the
+/// outbox still holds every event if they did not.
+pub const STREAM_MAX_LEN: usize = 1_000_000;
+
 /// The stream entry field counting the deliveries an event had before
 /// this entry (a retry is a new entry); absent means none.
 pub const DELIVERIES_FIELD: &str = "deliveries";

@@ -1,7 +1,11 @@
 use std::time::Duration;
 
+use onestop_runtime::redis_link::RedisLinkError;
+
 use crate::gateway::FcmSetupError;
 use crate::settings::SettingsError;
+
+pub use onestop_runtime::ErrorChain;
 
 /// What stops the notifier from starting or from finishing a batch. Push
 /// failures are not here: they are [`crate::gateway::PushError`], recorded
@@ -27,17 +31,13 @@ pub enum NotifierError {
     },
 }
 
-/// Displays an error with its whole chain of causes.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
+/// The link's failures are Redis failures like any other: the batch stops
+/// and the next one starts on a fresh connection.
+impl From<RedisLinkError> for NotifierError {
+    fn from(error: RedisLinkError) -> Self {
+        match error {
+            RedisLinkError::Redis(error) => NotifierError::Redis(error),
+            RedisLinkError::Timeout(waited) => NotifierError::RedisTimeout(waited),
         }
-        Ok(())
     }
 }

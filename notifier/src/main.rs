@@ -200,7 +200,7 @@ async fn run() -> ExitCode {
     let worker = notifier.spawn(cancel.clone());
     let ops = tokio::spawn(ops.run_until_stopped(cancel.clone().cancelled_owned()));
 
-    shutdown_signal().await;
+    onestop_runtime::shutdown_signal().await;
     cancel.cancel();
     if tokio::time::timeout(grace, worker).await.is_err() {
         tracing::warn!(
@@ -210,27 +210,4 @@ async fn run() -> ExitCode {
     let _ = ops.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

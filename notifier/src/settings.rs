@@ -20,8 +20,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-/// Where the embedded default keeps its SQLite file (the server's).
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/onestop.db?mode=rwc";
+pub use onestop_model::DEFAULT_DATABASE_URL;
 
 /// Unprefixed variables the notifier shares with the server.
 const SHARED: [&str; 12] = [

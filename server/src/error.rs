@@ -14,6 +14,8 @@ use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 
+pub use onestop_runtime::ErrorChain;
+
 /// tus's status for a chunk that does not match its checksum.
 pub const CHECKSUM_MISMATCH: StatusCode = match StatusCode::from_u16(460) {
     Ok(status) => status,
@@ -176,21 +178,6 @@ impl ApiError {
             problem.retry_after = Some(retry_after.as_secs().max(1));
         }
         problem
-    }
-}
-
-/// Displays an error with every cause after it.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ pub mod ops;
 pub mod outbox;
 pub mod pagination;
 pub mod rate_limit;
-pub mod redis_link;
+pub use onestop_runtime::redis_link;
 pub mod registry;
 pub mod routing;
 pub mod serving;

@@ -334,7 +334,10 @@ async fn serve(settings: Settings) -> std::process::ExitCode {
         }
     }
 
-    match application.run_until_stopped(shutdown_signal()).await {
+    match application
+        .run_until_stopped(onestop_runtime::shutdown_signal())
+        .await
+    {
         Ok(()) => {
             tracing::info!("stopped");
             std::process::ExitCode::SUCCESS
@@ -344,27 +347,4 @@ async fn serve(settings: Settings) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

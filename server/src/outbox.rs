@@ -28,10 +28,6 @@ use crate::redis_link::{RedisLink, RedisLinkError};
 /// Events handed to Redis in one round trip.
 const BATCH: u64 = 200;
 
-/// Upper bound of the stream's length (approximate trimming). Consumers
-/// normally keep up; the outbox still holds every event if they did not.
-const STREAM_MAX_LEN: usize = 1_000_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -204,7 +200,7 @@ async fn publish_batch(
                 .arg(&stream)
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(STREAM_MAX_LEN)
+                .arg(onestop_model::events::STREAM_MAX_LEN)
                 .arg("*")
                 .arg(STREAM_FIELD)
                 .arg(row.payload.to_string());

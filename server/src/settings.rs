@@ -11,8 +11,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-/// Where the embedded default keeps its SQLite file.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/onestop.db?mode=rwc";
+pub use onestop_model::DEFAULT_DATABASE_URL;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Settings {

@@ -1,39 +1,21 @@
 //! Structured logs and Prometheus metrics.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
-use tracing_subscriber::EnvFilter;
+
+/// What is logged when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,sea_orm=warn,poem=warn";
 
 /// Installs the log subscriber once; later calls (tests) do nothing.
 pub fn init_tracing(format: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,poem=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_target(true);
-    let _ = if format == "json" {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
+    onestop_runtime::init_tracing(format, DEFAULT_LOG_FILTER);
 }
 
 /// The process-wide metrics recorder, installed on first use.
 pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
-            .set_buckets(&[
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ])
-            .expect("bucket list is not empty")
-            .install_recorder()
-            .expect("no other metrics recorder is installed")
-    })
+    onestop_runtime::metrics::recorder(|builder| builder)
 }
 
 /// Logs every request with its status and time, and counts it.
