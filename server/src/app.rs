@@ -264,8 +264,7 @@ impl Application {
             vault,
             access_log,
             registry: Arc::new(DatabaseRegistry::new(db.clone())),
-            media,
-            thumbnails: crate::uploads::thumbnails::Thumbnailer::new(settings.thumbnail_workers),
+            uploads: crate::uploads::Uploads::from_settings(&settings, db.clone(), media),
             redis: redis.clone(),
             catalog,
             texts,
@@ -288,10 +287,7 @@ impl Application {
                 cancel.child_token(),
             )),
             tokio::spawn(maintenance(state.clone(), cancel.child_token())),
-            tokio::spawn(crate::uploads::background(
-                state.clone(),
-                cancel.child_token(),
-            )),
+            tokio::spawn(state.uploads.clone().background(cancel.child_token())),
         ];
         Ok(Application {
             listener,

@@ -22,7 +22,7 @@ pub fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(state: Data<&AppState>) -> Response {
     let database = state.db.ping().await.is_ok();
     let redis = state.redis.ping().await.is_ok();
-    let media = state.media.check().await.is_ok();
+    let media = state.uploads.media().check().await.is_ok();
     let checks = json!({ "database": database, "redis": redis, "media": media });
     if database && redis && media {
         Json(json!({ "status": "ready", "checks": checks })).into_response()

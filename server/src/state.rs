@@ -7,7 +7,6 @@ use tokio::sync::Notify;
 
 use crate::auth::TokenKeys;
 use crate::identity::RrnIndexer;
-use crate::media::MediaStore;
 use crate::rate_limit::RateLimits;
 use crate::redis_link::RedisLink;
 use crate::registry::FactRegistry;
@@ -33,9 +32,8 @@ pub struct Inner {
     pub access_log: crate::access_log::ChainKeys,
     /// Where shared facts come from.
     pub registry: Arc<dyn FactRegistry>,
-    pub media: Arc<dyn MediaStore>,
-    /// The bounded pool that makes thumbnails off the request path.
-    pub thumbnails: crate::uploads::thumbnails::Thumbnailer,
+    /// Receiving files, the media store they go to, and thumbnails.
+    pub uploads: crate::uploads::Uploads,
     pub redis: Arc<RedisLink>,
     /// The catalog as seeded at start (document names live only here).
     pub catalog: Catalog,

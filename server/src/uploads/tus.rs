@@ -49,10 +49,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use super::strip::{PhotoFacts, Sanitizer};
-use super::{accepted, accepted_type, forget, record, Batch, Stop, Stored, SNIFF_LEN};
+use super::{accepted_type, record, Batch, Stop, Stored, Uploads, SNIFF_LEN};
 use crate::error::{ApiError, ErrorChain};
 use crate::media::{FileHash, MediaWriter, Sha256Hex};
-use crate::state::AppState;
 
 pub const TUS_VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,checksum,termination,expiration";
@@ -72,12 +71,6 @@ const CHUNK: usize = 64 * 1024;
 /// RFC 9110 date, as `Upload-Expires` wants it.
 pub fn http_date(at: DateTime<Utc>) -> String {
     at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
-fn expiry(state: &AppState) -> chrono::Duration {
-    chrono::Duration::seconds(
-        i64::try_from(state.settings.upload_expiry_secs).unwrap_or(i64::MAX / 2),
-    )
 }
 
 /// `Upload-Metadata`: comma-separated `key base64(value)` pairs. Returns
@@ -195,12 +188,12 @@ impl RunningDigest {
 
 /// Creates an upload of `length` bytes.
 pub async fn create(
-    state: &AppState,
+    uploads: &Uploads,
     owner_id: Uuid,
     length: u64,
     metadata: Option<&str>,
 ) -> Result<upload::Model, ApiError> {
-    let limit = state.settings.max_upload_bytes;
+    let limit = uploads.limits.max_upload_bytes;
     if length == 0 {
         return Err(ApiError::Validation("the file is empty".into()));
     }
@@ -221,20 +214,20 @@ pub async fn create(
         locked_at: Set(None),
         attachment_id: Set(None),
         created_at: Set(now),
-        expires_at: Set(now + expiry(state)),
+        expires_at: Set(now + uploads.limits.upload_expiry),
     }
-    .insert(&state.db)
+    .insert(&uploads.db)
     .await?;
     metrics::counter!("resumable_uploads_created_total").increment(1);
     Ok(model)
 }
 
 /// An upload of the caller's own that has not expired.
-pub async fn find(state: &AppState, owner_id: Uuid, id: Uuid) -> Result<upload::Model, ApiError> {
+pub async fn find(uploads: &Uploads, owner_id: Uuid, id: Uuid) -> Result<upload::Model, ApiError> {
     upload::Entity::find_by_id(id)
         .filter(upload::Column::OwnerId.eq(owner_id))
         .filter(upload::Column::ExpiresAt.gt(Utc::now()))
-        .one(&state.db)
+        .one(&uploads.db)
         .await?
         .ok_or(ApiError::NotFound("upload"))
 }
@@ -262,7 +255,7 @@ impl Progress {
 /// Appends the request body at `offset`. `declared_length` is the
 /// request's Content-Length when it sent one.
 pub async fn patch(
-    state: &AppState,
+    uploads: &Uploads,
     owner_id: Uuid,
     id: Uuid,
     offset: u64,
@@ -270,7 +263,7 @@ pub async fn patch(
     declared_length: Option<u64>,
     body: impl AsyncBufRead + Send + Unpin + 'static,
 ) -> Result<Progress, ApiError> {
-    let upload = find(state, owner_id, id).await?;
+    let upload = find(uploads, owner_id, id).await?;
     let (length, current) = (upload.upload_length as u64, upload.upload_offset as u64);
     if offset != current {
         return Err(offset_conflict(offset, current));
@@ -293,14 +286,14 @@ pub async fn patch(
     // A lock still set here is a stale one (else acquiring fails): its
     // request may be alive, so this one continues in a copy.
     let took_over = upload.lock_token.is_some();
-    acquire(state, &upload, token).await?;
+    acquire(uploads, &upload, token).await?;
     // The writing runs on its own task: if the client goes away and the
     // request is dropped, the bytes that arrived are still kept and the
     // lock is still released.
-    let task_state = state.clone();
-    let receiving = state.thumbnails.receiving();
+    let task_uploads = uploads.clone();
+    let receiving = uploads.thumbnails.receiving();
     tokio::spawn(async move {
-        let written = write_chunk(&task_state, upload, token, took_over, checksum, body).await;
+        let written = write_chunk(&task_uploads, upload, token, took_over, checksum, body).await;
         drop(receiving);
         written
     })
@@ -314,7 +307,7 @@ fn offset_conflict(sent: u64, current: u64) -> ApiError {
     ))
 }
 
-async fn acquire(state: &AppState, upload: &upload::Model, token: Uuid) -> Result<(), ApiError> {
+async fn acquire(uploads: &Uploads, upload: &upload::Model, token: Uuid) -> Result<(), ApiError> {
     let now = Utc::now();
     let stale = now - chrono::Duration::seconds(LOCK_STALE_SECS);
     let taken = upload::Entity::update_many()
@@ -328,12 +321,12 @@ async fn acquire(state: &AppState, upload: &upload::Model, token: Uuid) -> Resul
                 .add(upload::Column::LockToken.is_null())
                 .add(upload::Column::LockedAt.lt(stale)),
         )
-        .exec(&state.db)
+        .exec(&uploads.db)
         .await?;
     if taken.rows_affected == 1 {
         return Ok(());
     }
-    let fresh = find(state, upload.owner_id, upload.id).await?;
+    let fresh = find(uploads, upload.owner_id, upload.id).await?;
     if fresh.upload_offset != upload.upload_offset {
         return Err(offset_conflict(
             upload.upload_offset as u64,
@@ -348,7 +341,7 @@ async fn acquire(state: &AppState, upload: &upload::Model, token: Uuid) -> Resul
 }
 
 /// Releases the lock if this request still holds it.
-async fn release(state: &AppState, id: Uuid, token: Uuid) {
+async fn release(uploads: &Uploads, id: Uuid, token: Uuid) {
     let released = upload::Entity::update_many()
         .col_expr(upload::Column::LockToken, Expr::value(Option::<Uuid>::None))
         .col_expr(
@@ -357,7 +350,7 @@ async fn release(state: &AppState, id: Uuid, token: Uuid) {
         )
         .filter(upload::Column::Id.eq(id))
         .filter(upload::Column::LockToken.eq(token))
-        .exec(&state.db)
+        .exec(&uploads.db)
         .await;
     if let Err(error) = released {
         tracing::warn!(%id, error = %ErrorChain(&error), "an upload lock could not be released; it lapses by itself");
@@ -365,12 +358,12 @@ async fn release(state: &AppState, id: Uuid, token: Uuid) {
 }
 
 /// Refreshes the lock; false when another request has taken it over.
-async fn heartbeat(state: &AppState, id: Uuid, token: Uuid) -> Result<bool, DbErr> {
+async fn heartbeat(uploads: &Uploads, id: Uuid, token: Uuid) -> Result<bool, DbErr> {
     let refreshed = upload::Entity::update_many()
         .col_expr(upload::Column::LockedAt, Expr::value(Utc::now()))
         .filter(upload::Column::Id.eq(id))
         .filter(upload::Column::LockToken.eq(token))
-        .exec(&state.db)
+        .exec(&uploads.db)
         .await?;
     Ok(refreshed.rows_affected == 1)
 }
@@ -390,7 +383,7 @@ enum Ending {
 }
 
 async fn write_chunk(
-    state: &AppState,
+    uploads: &Uploads,
     upload: upload::Model,
     token: Uuid,
     took_over: bool,
@@ -398,26 +391,26 @@ async fn write_chunk(
     body: impl AsyncBufRead + Send + Unpin,
 ) -> Result<Progress, ApiError> {
     let id = upload.id;
-    let mut pipeline = match Pipeline::resume(state, &upload, token, took_over).await {
+    let mut pipeline = match Pipeline::resume(uploads, &upload, token, took_over).await {
         Ok(pipeline) => pipeline,
         Err(error) => {
-            release(state, id, token).await;
+            release(uploads, id, token).await;
             return Err(error);
         }
     };
-    let appended = state
+    let appended = uploads
         .media
         .append(&pipeline.staged, pipeline.stored, pipeline.hash.clone())
         .await;
     let mut writer = match appended {
         Ok(writer) => writer,
         Err(error) => {
-            release(state, id, token).await;
+            release(uploads, id, token).await;
             return Err(ApiError::Storage(error));
         }
     };
     let (ending, received) = receive_chunk(
-        state,
+        uploads,
         &upload,
         token,
         &checksum,
@@ -435,7 +428,7 @@ async fn write_chunk(
             };
             if !matches {
                 writer.abort().await;
-                release(state, id, token).await;
+                release(uploads, id, token).await;
                 metrics::counter!("resumable_upload_checksum_mismatches_total").increment(1);
                 return Err(ApiError::ChecksumMismatch);
             }
@@ -446,20 +439,20 @@ async fn write_chunk(
         Ending::Interrupted(_) if checksum.is_none() && received > 0 => received,
         Ending::Interrupted(why) => {
             writer.abort().await;
-            release(state, id, token).await;
+            release(uploads, id, token).await;
             return Err(ApiError::BadRequest(format!(
                 "the chunk was cut off ({why}); nothing of it was kept, ask with HEAD where to continue"
             )));
         }
         Ending::Refused(error) => {
             writer.abort().await;
-            release(state, id, token).await;
+            release(uploads, id, token).await;
             return Err(error);
         }
         Ending::Unacceptable(error) => {
             // The file can never be accepted: nothing of it is kept.
             writer.abort().await;
-            discard(state, id, token).await;
+            discard(uploads, id, token).await;
             return Err(error);
         }
         Ending::LostLock => {
@@ -469,36 +462,36 @@ async fn write_chunk(
     };
     if kept == 0 {
         writer.abort().await;
-        release(state, id, token).await;
+        release(uploads, id, token).await;
         return Ok(Progress::of(&upload));
     }
     let offset = upload.upload_offset as u64 + kept;
     if offset < upload.upload_length as u64 {
         if let Err(error) = pipeline.hold_undecided(&mut *writer).await {
             writer.abort().await;
-            release(state, id, token).await;
+            release(uploads, id, token).await;
             return Err(ApiError::Storage(error));
         }
         match writer.commit().await {
             Ok(hash) => pipeline.hash = hash,
             Err(error) => {
-                release(state, id, token).await;
+                release(uploads, id, token).await;
                 return Err(ApiError::Storage(error));
             }
         }
         metrics::counter!("resumable_upload_bytes_total").increment(kept);
-        record_piece(state, &upload, token, &pipeline, kept).await
+        record_piece(uploads, &upload, token, &pipeline, kept).await
     } else {
         let facts = match pipeline.finish(&mut *writer).await {
             Ok(facts) => facts,
             Err(error) if error.status().is_client_error() => {
                 writer.abort().await;
-                discard(state, id, token).await;
+                discard(uploads, id, token).await;
                 return Err(error);
             }
             Err(error) => {
                 writer.abort().await;
-                release(state, id, token).await;
+                release(uploads, id, token).await;
                 return Err(error);
             }
         };
@@ -511,7 +504,7 @@ async fn write_chunk(
             writer.commit_as(&key).await
         } else {
             match writer.commit().await {
-                Ok(hash) => state
+                Ok(hash) => uploads
                     .media
                     .publish_staged(&pipeline.staged, pipeline.stored, &key)
                     .await
@@ -522,13 +515,13 @@ async fn write_chunk(
         let sha256 = match committed {
             Ok(hash) => hash.hex(),
             Err(error) => {
-                release(state, id, token).await;
+                release(uploads, id, token).await;
                 return Err(ApiError::Storage(error));
             }
         };
         metrics::counter!("resumable_upload_bytes_total").increment(kept);
         complete(
-            state,
+            uploads,
             &upload,
             token,
             pipeline,
@@ -545,7 +538,7 @@ async fn write_chunk(
 /// how many bytes of it were taken; what was taken is all handed to the
 /// writer unless the chunk was refused.
 async fn receive_chunk(
-    state: &AppState,
+    uploads: &Uploads,
     upload: &upload::Model,
     token: Uuid,
     checksum: &Option<Checksum>,
@@ -576,7 +569,7 @@ async fn receive_chunk(
         body.consume(read);
         received += read as u64;
         if last_beat.elapsed() >= HEARTBEAT {
-            match heartbeat(state, upload.id, token).await {
+            match heartbeat(uploads, upload.id, token).await {
                 Ok(true) => last_beat = Instant::now(),
                 Ok(false) => break Ending::LostLock,
                 Err(error) => break Ending::Refused(error.into()),
@@ -628,7 +621,7 @@ fn unreadable_state(error: serde_json::Error) -> ApiError {
 /// The filter's state after the last piece, if there is one: from the
 /// piece's row, or from the file where an earlier version saved it.
 async fn load_saved(
-    state: &AppState,
+    uploads: &Uploads,
     id: Uuid,
     offset: u64,
     in_row: Option<&str>,
@@ -638,7 +631,7 @@ async fn load_saved(
             .map(Some)
             .map_err(unreadable_state);
     }
-    let mut reader = match state.media.open(&saved_key(id, offset)).await {
+    let mut reader = match uploads.media.open(&saved_key(id, offset)).await {
         Ok((reader, _)) => reader,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(ApiError::Storage(error)),
@@ -683,7 +676,7 @@ impl Pipeline {
     /// Where the upload stands: its staged object, the filter's saved
     /// state, or (before the type is known) the first bytes again.
     async fn resume(
-        state: &AppState,
+        uploads: &Uploads,
         upload: &upload::Model,
         token: Uuid,
         took_over: bool,
@@ -695,7 +688,7 @@ impl Pipeline {
             upload_part::Entity::find()
                 .filter(upload_part::Column::UploadId.eq(upload.id))
                 .order_by_desc(upload_part::Column::StartOffset)
-                .one(&state.db)
+                .one(&uploads.db)
                 .await?
         };
         let fresh_key = format!("{}{}", pieces_prefix(upload.id), token.simple());
@@ -705,7 +698,7 @@ impl Pipeline {
             head: Vec::with_capacity(SNIFF_LEN),
             filter: None,
             media_type: None,
-            max_pixels: state.settings.max_image_pixels,
+            max_pixels: uploads.limits.max_image_pixels,
             fresh: true,
             hash: FileHash::default(),
             digest: None,
@@ -723,7 +716,7 @@ impl Pipeline {
             // The type was not known yet: the first bytes are read back
             // and go through the filter again with the rest.
             let mut head = Vec::new();
-            state
+            uploads
                 .media
                 .open_staged(&staged, offset)
                 .await
@@ -738,7 +731,7 @@ impl Pipeline {
         // staged bytes of a photo are filtered and may not even show the
         // type yet (a long EXIF block being dropped), so the state decides.
         let (media_type, stored, filter, mut hash) =
-            match load_saved(state, upload.id, offset, filter_state.as_deref()).await? {
+            match load_saved(uploads, upload.id, offset, filter_state.as_deref()).await? {
                 Some(Saved {
                     stored,
                     filter,
@@ -763,7 +756,7 @@ impl Pipeline {
                 }
                 None => {
                     let mut head = Vec::new();
-                    state
+                    uploads
                         .media
                         .open_staged(&staged, SNIFF_LEN as u64)
                         .await
@@ -792,12 +785,12 @@ impl Pipeline {
         if took_over {
             // The request that held the upload before may still be
             // writing somewhere: continue in a copy of its bytes.
-            let mut from = state
+            let mut from = uploads
                 .media
                 .open_staged(&pipeline.staged, stored)
                 .await
                 .map_err(ApiError::Storage)?;
-            let mut copy = state
+            let mut copy = uploads
                 .media
                 .append(&fresh_key, 0, FileHash::default())
                 .await
@@ -826,7 +819,7 @@ impl Pipeline {
             Some(hash) => hash,
             // Recorded by an earlier version: the bytes so far are read
             // back once.
-            None => hash_of_staged(state, &pipeline.staged, stored)
+            None => hash_of_staged(uploads, &pipeline.staged, stored)
                 .await
                 .map_err(ApiError::Storage)?,
         };
@@ -927,16 +920,16 @@ fn lost_lock() -> ApiError {
 /// Records a PATCH that did not finish the file and moves the offset, if
 /// the lock is still ours; the filter's state is committed with it.
 async fn record_piece(
-    state: &AppState,
+    uploads: &Uploads,
     upload: &upload::Model,
     token: Uuid,
     pipeline: &Pipeline,
     size: u64,
 ) -> Result<Progress, ApiError> {
     let offset = upload.upload_offset as u64 + size;
-    let expires_at = Utc::now() + expiry(state);
+    let expires_at = Utc::now() + uploads.limits.upload_expiry;
     let outcome = async {
-        let txn = onestop_model::begin_write(&state.db).await?;
+        let txn = onestop_model::begin_write(&uploads.db).await?;
         upload_part::ActiveModel {
             upload_id: Set(upload.id),
             start_offset: Set(upload.upload_offset),
@@ -964,7 +957,7 @@ async fn record_piece(
         }),
         Ok(false) => Err(lost_lock()),
         Err(error) => {
-            release(state, upload.id, token).await;
+            release(uploads, upload.id, token).await;
             Err(error.into())
         }
     }
@@ -996,8 +989,8 @@ fn advance(
 }
 
 /// The hash of the first `len` bytes of a staged object, read back.
-async fn hash_of_staged(state: &AppState, key: &str, len: u64) -> std::io::Result<FileHash> {
-    let mut reader = state.media.open_staged(key, len).await?;
+async fn hash_of_staged(uploads: &Uploads, key: &str, len: u64) -> std::io::Result<FileHash> {
+    let mut reader = uploads.media.open_staged(key, len).await?;
     let mut hasher = FileHash::default();
     let mut buffer = vec![0u8; 256 * 1024];
     loop {
@@ -1014,7 +1007,7 @@ async fn hash_of_staged(state: &AppState, key: &str, len: u64) -> std::io::Resul
 /// the attachment `attachment_id`'s: it is recorded in the same
 /// transaction that moves the offset to the end.
 async fn complete(
-    state: &AppState,
+    uploads: &Uploads,
     upload: &upload::Model,
     token: Uuid,
     pipeline: Pipeline,
@@ -1031,9 +1024,9 @@ async fn complete(
         sha256,
         photo,
     };
-    let expires_at = Utc::now() + expiry(state);
+    let expires_at = Utc::now() + uploads.limits.upload_expiry;
     let recorded = async {
-        let txn = onestop_model::begin_write(&state.db).await?;
+        let txn = onestop_model::begin_write(&uploads.db).await?;
         record(&txn, upload.owner_id, &stored, upload.file_name.as_deref()).await?;
         let moved = advance(
             upload,
@@ -1058,21 +1051,21 @@ async fn complete(
     match recorded {
         Ok(true) => {}
         Ok(false) => {
-            forget(state, &stored.key).await;
+            uploads.forget(&stored.key).await;
             return Err(lost_lock());
         }
         Err(error) => {
-            forget(state, &stored.key).await;
-            release(state, upload.id, token).await;
+            uploads.forget(&stored.key).await;
+            release(uploads, upload.id, token).await;
             return Err(error.into());
         }
     }
-    if let Err(error) = state.media.delete_prefix(&pieces_prefix(upload.id)).await {
+    if let Err(error) = uploads.media.delete_prefix(&pieces_prefix(upload.id)).await {
         tracing::warn!(id = %upload.id, %error, "the staged bytes of a finished upload could not be removed");
     }
     metrics::counter!("attachment_bytes_removed_total")
         .increment((upload.upload_length as u64).saturating_sub(stored.byte_size));
-    accepted(state, &stored);
+    uploads.accepted(&stored);
     metrics::counter!("resumable_uploads_completed_total").increment(1);
     Ok(Progress {
         offset: upload.upload_length as u64,
@@ -1089,7 +1082,7 @@ fn pieces_prefix(id: Uuid) -> String {
 /// is marked expired (so it is gone for clients at once and the sweep
 /// finishes the job if this is interrupted), then the pieces, then the
 /// row.
-async fn discard(state: &AppState, id: Uuid, token: Uuid) {
+async fn discard(uploads: &Uploads, id: Uuid, token: Uuid) {
     let outcome = async {
         upload::Entity::update_many()
             .col_expr(
@@ -1098,9 +1091,9 @@ async fn discard(state: &AppState, id: Uuid, token: Uuid) {
             )
             .filter(upload::Column::Id.eq(id))
             .filter(upload::Column::LockToken.eq(token))
-            .exec(&state.db)
+            .exec(&uploads.db)
             .await?;
-        state
+        uploads
             .media
             .delete_prefix(&pieces_prefix(id))
             .await
@@ -1108,21 +1101,21 @@ async fn discard(state: &AppState, id: Uuid, token: Uuid) {
         upload::Entity::delete_many()
             .filter(upload::Column::Id.eq(id))
             .filter(upload::Column::LockToken.eq(token))
-            .exec(&state.db)
+            .exec(&uploads.db)
             .await?;
         Ok::<_, ApiError>(())
     }
     .await;
     if let Err(error) = outcome {
         tracing::warn!(%id, error = %ErrorChain(&error), "an upload could not be removed now; the sweep will");
-        release(state, id, token).await;
+        release(uploads, id, token).await;
     }
 }
 
 /// Termination: the upload and its pieces are deleted. A finished
 /// upload's attachment stays; only the upload's record goes.
-pub async fn terminate(state: &AppState, owner_id: Uuid, id: Uuid) -> Result<(), ApiError> {
-    let upload = find(state, owner_id, id).await?;
+pub async fn terminate(uploads: &Uploads, owner_id: Uuid, id: Uuid) -> Result<(), ApiError> {
+    let upload = find(uploads, owner_id, id).await?;
     let token = Uuid::new_v4();
     let stale = Utc::now() - chrono::Duration::seconds(LOCK_STALE_SECS);
     let taken = upload::Entity::update_many()
@@ -1134,21 +1127,21 @@ pub async fn terminate(state: &AppState, owner_id: Uuid, id: Uuid) -> Result<(),
                 .add(upload::Column::LockToken.is_null())
                 .add(upload::Column::LockedAt.lt(stale)),
         )
-        .exec(&state.db)
+        .exec(&uploads.db)
         .await?;
     if taken.rows_affected != 1 {
         return Err(ApiError::Conflict(
             "a request is sending this upload right now; try again when it has ended".into(),
         ));
     }
-    discard(state, id, token).await;
+    discard(uploads, id, token).await;
     metrics::counter!("resumable_uploads_terminated_total").increment(1);
     Ok(())
 }
 
 /// Deletes uploads past their expiry (abandoned ones with their pieces,
 /// finished ones' records). Returns how many went.
-pub async fn sweep_expired(state: &AppState) -> Result<usize, DbErr> {
+pub async fn sweep_expired(uploads: &Uploads) -> Result<usize, DbErr> {
     let now = Utc::now();
     let stale = now - chrono::Duration::seconds(LOCK_STALE_SECS);
     let unlocked = || {
@@ -1163,7 +1156,7 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, DbErr> {
         .filter(unlocked())
         .limit(200)
         .into_tuple()
-        .all(&state.db)
+        .all(&uploads.db)
         .await?;
     let mut removed = 0;
     for id in expired {
@@ -1174,19 +1167,19 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, DbErr> {
             .filter(upload::Column::Id.eq(id))
             .filter(upload::Column::ExpiresAt.lte(now))
             .filter(unlocked())
-            .exec(&state.db)
+            .exec(&uploads.db)
             .await?;
         if taken.rows_affected != 1 {
             continue;
         }
-        if let Err(error) = state.media.delete_prefix(&pieces_prefix(id)).await {
+        if let Err(error) = uploads.media.delete_prefix(&pieces_prefix(id)).await {
             tracing::warn!(%id, %error, "the pieces of an expired upload could not be removed yet");
             continue;
         }
         upload::Entity::delete_many()
             .filter(upload::Column::Id.eq(id))
             .filter(upload::Column::LockToken.eq(token))
-            .exec(&state.db)
+            .exec(&uploads.db)
             .await?;
         removed += 1;
     }
