@@ -345,7 +345,14 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
     let mut route = Route::new()
         .at("/openapi.json", spec)
         .at("/healthz", get(ops::healthz))
-        .at("/readyz", get(ops::readyz))
+        .at(
+            "/readyz",
+            get(ops::readyz).data(ops::Readiness {
+                db: state.db.clone(),
+                redis: state.redis.clone(),
+                media: state.uploads.media().clone(),
+            }),
+        )
         .at("/metrics", get(ops::metrics));
     if settings.docs_served() {
         route = route.nest("/docs", api.swagger_ui());

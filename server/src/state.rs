@@ -52,6 +52,16 @@ impl AppState {
     }
 }
 
+impl<'a> From<&'a AppState> for crate::facts::Sources<'a> {
+    fn from(state: &'a AppState) -> Self {
+        crate::facts::Sources {
+            db: &state.db,
+            access_log: &state.access_log,
+            registry: state.registry.as_ref(),
+        }
+    }
+}
+
 impl Deref for AppState {
     type Target = Inner;
 
