@@ -271,8 +271,7 @@ impl Application {
             vault,
             access_log: access_log.clone(),
             registry: Arc::new(DatabaseRegistry::new(db.clone())),
-            media,
-            thumbnails: crate::uploads::thumbnails::Thumbnailer::new(settings.thumbnail_workers),
+            uploads: crate::uploads::Uploads::from_settings(&settings, db.clone(), media),
             redis: redis.clone(),
             catalog,
             names,
@@ -302,10 +301,7 @@ impl Application {
             )),
             tokio::spawn(maintenance(state.clone(), cancel.child_token())),
             tokio::spawn(watch_catalog(state.clone(), cancel.child_token())),
-            tokio::spawn(crate::uploads::background(
-                state.clone(),
-                cancel.child_token(),
-            )),
+            tokio::spawn(state.uploads.clone().background(cancel.child_token())),
         ];
         Ok(Application {
             listener,
@@ -363,7 +359,14 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
     let mut route = Route::new()
         .at("/openapi.json", spec)
         .at("/healthz", get(ops::healthz))
-        .at("/readyz", get(ops::readyz))
+        .at(
+            "/readyz",
+            get(ops::readyz).data(ops::Readiness {
+                db: state.db.clone(),
+                redis: state.redis.clone(),
+                media: state.uploads.media().clone(),
+            }),
+        )
         .at("/metrics", get(ops::metrics));
     if settings.docs_served() {
         route = route.nest("/docs", api.swagger_ui());

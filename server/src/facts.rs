@@ -6,11 +6,11 @@ use onestop_model::entities::{consent, user};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::Expr;
 use sea_orm::ActiveValue::Set;
+use sea_orm::DatabaseConnection;
 
-use crate::access_log::{self, Access, Actor};
+use crate::access_log::{self, Access, Actor, ChainKeys};
 use crate::error::ApiError;
-use crate::registry::SharedFacts;
-use crate::state::AppState;
+use crate::registry::{FactRegistry, SharedFacts};
 
 /// The consent to have facts looked up in public records instead of
 /// attaching paper proofs.
@@ -70,15 +70,29 @@ pub async fn revoke(db: &impl ConnectionTrait, user_id: Uuid, purpose: &str) -> 
     Ok(())
 }
 
+/// What a lookup uses: the database (consent, the access records), the
+/// keys that link the access records, and the registry.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub db: &'a DatabaseConnection,
+    pub access_log: &'a ChainKeys,
+    pub registry: &'a dyn FactRegistry,
+}
+
 /// The person's shared facts, looked up for `purpose`. Refused without
 /// consent; `None` when the registry does not know the person.
 pub async fn look_up(
-    state: &AppState,
+    sources: impl Into<Sources<'_>>,
     person: &user::Model,
     purpose: &str,
     client_address: String,
 ) -> Result<Option<SharedFacts>, ApiError> {
-    if !has_consent(&state.db, person.id, SHARED_FACTS).await? {
+    let Sources {
+        db,
+        access_log: keys,
+        registry,
+    } = sources.into();
+    if !has_consent(db, person.id, SHARED_FACTS).await? {
         return Err(ApiError::ConsentRequired(SHARED_FACTS));
     }
     let Some(rrn_index) = &person.rrn_index else {
@@ -86,8 +100,8 @@ pub async fn look_up(
     };
     // On the record before the facts are used.
     access_log::record(
-        &state.db,
-        &state.access_log,
+        db,
+        keys,
         Access {
             subject: person.id,
             actor: Actor::service(),
@@ -98,12 +112,8 @@ pub async fn look_up(
         },
     )
     .await?;
-    state
-        .registry
-        .lookup(rrn_index, purpose)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "the registry lookup failed");
-            ApiError::Unavailable("the public registry cannot be reached; try again shortly")
-        })
+    registry.lookup(rrn_index, purpose).await.map_err(|error| {
+        tracing::warn!(%error, "the registry lookup failed");
+        ApiError::Unavailable("the public registry cannot be reached; try again shortly")
+    })
 }

@@ -7,7 +7,6 @@ use tokio::sync::Notify;
 
 use crate::auth::TokenKeys;
 use crate::identity::RrnIndexer;
-use crate::media::MediaStore;
 use crate::rate_limit::RateLimits;
 use crate::redis_link::RedisLink;
 use crate::registry::FactRegistry;
@@ -37,9 +36,8 @@ pub struct Inner {
     pub access_records: crate::access_log::Recorder,
     /// Where shared facts come from.
     pub registry: Arc<dyn FactRegistry>,
-    pub media: Arc<dyn MediaStore>,
-    /// The bounded pool that makes thumbnails off the request path.
-    pub thumbnails: crate::uploads::thumbnails::Thumbnailer,
+    /// Receiving files, the media store they go to, and thumbnails.
+    pub uploads: crate::uploads::Uploads,
     pub redis: Arc<RedisLink>,
     /// The catalog as seeded at start (document names live only here).
     pub catalog: Catalog,
@@ -55,6 +53,16 @@ pub struct Inner {
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+}
+
+impl<'a> From<&'a AppState> for crate::facts::Sources<'a> {
+    fn from(state: &'a AppState) -> Self {
+        crate::facts::Sources {
+            db: &state.db,
+            access_log: &state.access_log,
+            registry: state.registry.as_ref(),
+        }
     }
 }
 

@@ -10,6 +10,9 @@
 //! photo sent in pieces becomes exactly the attachment a one-shot upload
 //! would have made. Thumbnails are made afterwards, off the
 //! request path ([`thumbnails`]).
+//!
+//! [`Uploads`] holds what all this needs: the database, the media store,
+//! the upload limits and the thumbnailer.
 
 pub mod multipart_front;
 pub mod orphans;
@@ -17,17 +20,235 @@ pub mod strip;
 pub mod thumbnails;
 pub mod tus;
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use onestop_model::entities::{attachment, attachment_thumbnail};
 use sea_orm::prelude::*;
 use sea_orm::ActiveValue::Set;
+use sea_orm::DatabaseConnection;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::media::{self, MediaWriter};
-use crate::state::AppState;
+use crate::media::{self, MediaStore, MediaWriter};
+use crate::settings::Settings;
 use strip::{PhotoFacts, Refusal, Sanitizer};
+use thumbnails::Thumbnailer;
+
+/// Receiving files, one-shot or resumable, recording them as
+/// attachments and making their thumbnails. Cheap to clone.
+#[derive(Clone)]
+pub struct Uploads {
+    db: DatabaseConnection,
+    media: Arc<dyn MediaStore>,
+    limits: UploadLimits,
+    thumbnails: Thumbnailer,
+}
+
+/// What an upload is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// Largest file, in bytes.
+    pub max_upload_bytes: u64,
+    /// Largest photo, in pixels (width × height, from its header).
+    pub max_image_pixels: u64,
+    /// How long an unfinished resumable upload is kept after its last
+    /// chunk, and a finished one's record after it completed.
+    pub upload_expiry: chrono::Duration,
+}
+
+impl UploadLimits {
+    pub fn from_settings(settings: &Settings) -> Self {
+        UploadLimits {
+            max_upload_bytes: settings.max_upload_bytes,
+            max_image_pixels: settings.max_image_pixels,
+            upload_expiry: chrono::Duration::seconds(
+                i64::try_from(settings.upload_expiry_secs).unwrap_or(i64::MAX / 2),
+            ),
+        }
+    }
+}
+
+impl Uploads {
+    /// Files recorded in `db` and stored in `media`, within the settings'
+    /// limits, with as many thumbnail workers as they say.
+    pub fn from_settings(
+        settings: &Settings,
+        db: DatabaseConnection,
+        media: Arc<dyn MediaStore>,
+    ) -> Self {
+        Uploads {
+            thumbnails: Thumbnailer::new(settings.thumbnail_workers, db.clone(), media.clone()),
+            db,
+            media,
+            limits: UploadLimits::from_settings(settings),
+        }
+    }
+
+    /// The store the files are in.
+    pub fn media(&self) -> &Arc<dyn MediaStore> {
+        &self.media
+    }
+
+    pub fn limits(&self) -> &UploadLimits {
+        &self.limits
+    }
+
+    pub fn thumbnails(&self) -> &Thumbnailer {
+        &self.thumbnails
+    }
+
+    /// Streams `body` through the type check, the size limit and the
+    /// metadata filter into a new object; the store hashes what it writes.
+    /// The body's chunks are filtered where they lie and the filtered bytes
+    /// go to the store in large owned batches: after the multipart parser,
+    /// the filter's output is the only copy a byte makes before the file.
+    /// On any refusal or failure nothing stays in the store.
+    pub async fn ingest(
+        &self,
+        mut body: impl AsyncBufRead + Unpin + Send,
+    ) -> Result<Stored, ApiError> {
+        let limit = self.limits.max_upload_bytes;
+        let mut head = Vec::with_capacity(SNIFF_LEN);
+
+        // Read until the type can be told (or the file ends).
+        while head.len() < SNIFF_LEN {
+            let chunk = body.fill_buf().await.map_err(read_error)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let take = chunk.len().min(SNIFF_LEN - head.len());
+            head.extend_from_slice(&chunk[..take]);
+            body.consume(take);
+        }
+        if head.is_empty() {
+            return Err(ApiError::Validation("the file is empty".into()));
+        }
+        let media_type = accepted_type(&head)?;
+        let mut sanitizer = Sanitizer::for_media_type(media_type, self.limits.max_image_pixels);
+        let mut out = Batch::new();
+        sanitizer.push(&head, out.bytes()).map_err(refused)?;
+
+        let id = Uuid::new_v4();
+        let key = storage_key(id);
+        let mut writer = self.media.create(&key).await.map_err(ApiError::Storage)?;
+        let mut received = head.len() as u64;
+        let mut stored = 0u64;
+        let copied: Result<Option<PhotoFacts>, ApiError> = async {
+            loop {
+                let chunk = body.fill_buf().await.map_err(read_error)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let read = chunk.len();
+                received += read as u64;
+                if received > limit {
+                    return Err(ApiError::TooLarge { limit });
+                }
+                stored += out
+                    .filter(&mut sanitizer, chunk, &mut *writer)
+                    .await
+                    .map_err(|stop| match stop {
+                        Stop::Refused(refusal) => refused(refusal),
+                        Stop::Storage(error) => ApiError::Storage(error),
+                    })?;
+                body.consume(read);
+            }
+            stored += out
+                .hand_over(&mut *writer)
+                .await
+                .map_err(ApiError::Storage)?;
+            sanitizer.finish().map_err(refused)
+        }
+        .await;
+        let photo = match copied {
+            Ok(photo) => photo,
+            Err(error) => {
+                writer.abort().await;
+                return Err(error);
+            }
+        };
+        let sha256 = writer.commit().await.map_err(ApiError::Storage)?.hex();
+        metrics::counter!("attachment_bytes_removed_total").increment(received - stored);
+        Ok(Stored {
+            id,
+            key,
+            media_type,
+            byte_size: stored,
+            sha256,
+            photo,
+        })
+    }
+
+    /// Streams `body` into the store and records the attachment.
+    pub async fn receive(
+        &self,
+        owner_id: Uuid,
+        file_name: Option<&str>,
+        body: impl AsyncBufRead + Unpin + Send,
+    ) -> Result<attachment::Model, ApiError> {
+        let _receiving = self.thumbnails.receiving();
+        let stored = self.ingest(body).await?;
+        let recorded = async {
+            let txn = onestop_model::begin_write(&self.db).await?;
+            let model = record(&txn, owner_id, &stored, file_name).await?;
+            txn.commit().await?;
+            Ok::<_, DbErr>(model)
+        }
+        .await;
+        match recorded {
+            Ok(model) => {
+                self.accepted(&stored);
+                Ok(model)
+            }
+            Err(error) => {
+                self.forget(&stored.key).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// After an attachment is recorded: metrics, and its thumbnail queued.
+    fn accepted(&self, stored: &Stored) {
+        metrics::counter!("attachments_stored_total", "media_type" => stored.media_type)
+            .increment(1);
+        metrics::counter!("attachment_bytes_total").increment(stored.byte_size);
+        if stored.photo.is_some() {
+            self.thumbnails.enqueue(stored.id);
+        }
+    }
+
+    /// The uploads' background work until `cancel`: thumbnails left pending
+    /// by a restart are queued, then abandoned resumable uploads are swept
+    /// every minute.
+    pub async fn background(self, cancel: tokio_util::sync::CancellationToken) {
+        match self.thumbnails.resume_pending().await {
+            Ok(0) => {}
+            Ok(queued) => tracing::info!(queued, "pending thumbnails queued again"),
+            Err(error) => {
+                tracing::warn!(error = %crate::error::ErrorChain(&error), "pending thumbnails could not be listed")
+            }
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = tus::sweep_expired(&self).await {
+                tracing::warn!(error = %crate::error::ErrorChain(&error), "sweeping expired uploads failed");
+            }
+        }
+    }
+
+    /// Removes an object that will not be recorded.
+    async fn forget(&self, key: &str) {
+        if let Err(cleanup) = self.media.delete(key).await {
+            tracing::error!(%cleanup, key, "an unrecorded upload could not be removed");
+        }
+    }
+}
 
 /// Bytes needed to tell the allowed types apart.
 pub const SNIFF_LEN: usize = 64;
@@ -108,88 +329,6 @@ pub struct Stored {
     pub sha256: String,
     /// Size, pixels and orientation of a photo.
     pub photo: Option<PhotoFacts>,
-}
-
-/// Streams `body` through the type check, the size limit and the
-/// metadata filter into a new object; the store hashes what it writes.
-/// The body's chunks are filtered where they lie and the filtered bytes
-/// go to the store in large owned batches: after the multipart parser,
-/// the filter's output is the only copy a byte makes before the file.
-/// On any refusal or failure nothing stays in the store.
-pub async fn ingest(
-    state: &AppState,
-    mut body: impl AsyncBufRead + Unpin + Send,
-) -> Result<Stored, ApiError> {
-    let limit = state.settings.max_upload_bytes;
-    let mut head = Vec::with_capacity(SNIFF_LEN);
-
-    // Read until the type can be told (or the file ends).
-    while head.len() < SNIFF_LEN {
-        let chunk = body.fill_buf().await.map_err(read_error)?;
-        if chunk.is_empty() {
-            break;
-        }
-        let take = chunk.len().min(SNIFF_LEN - head.len());
-        head.extend_from_slice(&chunk[..take]);
-        body.consume(take);
-    }
-    if head.is_empty() {
-        return Err(ApiError::Validation("the file is empty".into()));
-    }
-    let media_type = accepted_type(&head)?;
-    let mut sanitizer = Sanitizer::for_media_type(media_type, state.settings.max_image_pixels);
-    let mut out = Batch::new();
-    sanitizer.push(&head, out.bytes()).map_err(refused)?;
-
-    let id = Uuid::new_v4();
-    let key = storage_key(id);
-    let mut writer = state.media.create(&key).await.map_err(ApiError::Storage)?;
-    let mut received = head.len() as u64;
-    let mut stored = 0u64;
-    let copied: Result<Option<PhotoFacts>, ApiError> = async {
-        loop {
-            let chunk = body.fill_buf().await.map_err(read_error)?;
-            if chunk.is_empty() {
-                break;
-            }
-            let read = chunk.len();
-            received += read as u64;
-            if received > limit {
-                return Err(ApiError::TooLarge { limit });
-            }
-            stored += out
-                .filter(&mut sanitizer, chunk, &mut *writer)
-                .await
-                .map_err(|stop| match stop {
-                    Stop::Refused(refusal) => refused(refusal),
-                    Stop::Storage(error) => ApiError::Storage(error),
-                })?;
-            body.consume(read);
-        }
-        stored += out
-            .hand_over(&mut *writer)
-            .await
-            .map_err(ApiError::Storage)?;
-        sanitizer.finish().map_err(refused)
-    }
-    .await;
-    let photo = match copied {
-        Ok(photo) => photo,
-        Err(error) => {
-            writer.abort().await;
-            return Err(error);
-        }
-    };
-    let sha256 = writer.commit().await.map_err(ApiError::Storage)?.hex();
-    metrics::counter!("attachment_bytes_removed_total").increment(received - stored);
-    Ok(Stored {
-        id,
-        key,
-        media_type,
-        byte_size: stored,
-        sha256,
-        photo,
-    })
 }
 
 /// Filtered bytes gathered into one large write, then handed to the
@@ -310,66 +449,6 @@ pub async fn record(
     Ok(model)
 }
 
-/// Streams `body` into the store and records the attachment.
-pub async fn receive(
-    state: &AppState,
-    owner_id: Uuid,
-    file_name: Option<&str>,
-    body: impl AsyncBufRead + Unpin + Send,
-) -> Result<attachment::Model, ApiError> {
-    let _receiving = state.thumbnails.receiving();
-    let stored = ingest(state, body).await?;
-    let recorded = async {
-        let txn = onestop_model::begin_write(&state.db).await?;
-        let model = record(&txn, owner_id, &stored, file_name).await?;
-        txn.commit().await?;
-        Ok::<_, DbErr>(model)
-    }
-    .await;
-    match recorded {
-        Ok(model) => {
-            accepted(state, &stored);
-            Ok(model)
-        }
-        Err(error) => {
-            forget(state, &stored.key).await;
-            Err(error.into())
-        }
-    }
-}
-
-/// After an attachment is recorded: metrics, and its thumbnail queued.
-pub fn accepted(state: &AppState, stored: &Stored) {
-    metrics::counter!("attachments_stored_total", "media_type" => stored.media_type).increment(1);
-    metrics::counter!("attachment_bytes_total").increment(stored.byte_size);
-    if stored.photo.is_some() {
-        state.thumbnails.enqueue(state, stored.id);
-    }
-}
-
-/// The uploads' background work until `cancel`: thumbnails left pending
-/// by a restart are queued, then abandoned resumable uploads are swept
-/// every minute.
-pub async fn background(state: AppState, cancel: tokio_util::sync::CancellationToken) {
-    match state.thumbnails.resume_pending(&state).await {
-        Ok(0) => {}
-        Ok(queued) => tracing::info!(queued, "pending thumbnails queued again"),
-        Err(error) => {
-            tracing::warn!(error = %crate::error::ErrorChain(&error), "pending thumbnails could not be listed")
-        }
-    }
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if let Err(error) = tus::sweep_expired(&state).await {
-            tracing::warn!(error = %crate::error::ErrorChain(&error), "sweeping expired uploads failed");
-        }
-    }
-}
-
 /// Hands a request body to the multipart parser one chunk per poll.
 ///
 /// `multer` reads its input greedily into one growing buffer until the
@@ -407,13 +486,6 @@ impl<S: futures_util::Stream + Unpin> futures_util::Stream for OneChunkAtATime<S
         let item = futures_util::ready!(std::pin::Pin::new(&mut self.inner).poll_next(cx));
         self.just_gave = item.is_some();
         std::task::Poll::Ready(item)
-    }
-}
-
-/// Removes an object that will not be recorded.
-pub async fn forget(state: &AppState, key: &str) {
-    if let Err(cleanup) = state.media.delete(key).await {
-        tracing::error!(%cleanup, key, "an unrecorded upload could not be removed");
     }
 }
 

@@ -331,8 +331,10 @@ impl AttachmentsApi {
                 field,
                 std::io::Error::other,
             ));
-            let stored =
-                uploads::receive(&state, auth.0.user_id, file_name.as_deref(), bytes).await?;
+            let stored = state
+                .uploads
+                .receive(auth.0.user_id, file_name.as_deref(), bytes)
+                .await?;
             let location = format!("/v1/attachments/{}", stored.id);
             return Ok(AttachmentCreated::Created(Json(stored.into()), location));
         }
@@ -374,7 +376,8 @@ impl AttachmentsApi {
         };
         if let Some(part) = wanted {
             let reader = state
-                .media
+                .uploads
+                .media()
                 .open_range(&found.storage_key, part.clone())
                 .await
                 .map_err(ApiError::Storage)?;
@@ -388,7 +391,8 @@ impl AttachmentsApi {
             ));
         }
         let (reader, size) = state
-            .media
+            .uploads
+            .media()
             .open(&found.storage_key)
             .await
             .map_err(ApiError::Storage)?;
@@ -446,7 +450,13 @@ impl AttachmentsApi {
             .await?
         else {
             // A photo from before thumbnails existed: made now.
-            return match thumbnails::ensure_row(&state, &found).await?.as_str() {
+            return match state
+                .uploads
+                .thumbnails()
+                .ensure_row(&found)
+                .await?
+                .as_str()
+            {
                 thumbnails::PENDING => Ok(pending()),
                 _ => Err(ApiError::NotFound("thumbnail: PDF documents have none").into()),
             };
@@ -457,7 +467,12 @@ impl AttachmentsApi {
                 if etag_matches(if_none_match.0.as_deref(), &etag) {
                     return Ok(ThumbnailContent::NotModified(etag));
                 }
-                let (reader, size) = state.media.open(&key).await.map_err(ApiError::Storage)?;
+                let (reader, size) = state
+                    .uploads
+                    .media()
+                    .open(&key)
+                    .await
+                    .map_err(ApiError::Storage)?;
                 Ok(ThumbnailContent::Ok(
                     Binary(Body::from_async_read(reader)),
                     size,

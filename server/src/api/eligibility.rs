@@ -86,7 +86,7 @@ impl EligibilityApi {
             .ok_or(ApiError::Unauthenticated)?;
         let locale = reader_locale(request, Some(&person.locale));
         let client = state.limits.client_address(request).to_string();
-        let shared = facts::look_up(&state, &person, "eligibility", client).await?;
+        let shared = facts::look_up(*state, &person, "eligibility", client).await?;
         let region = shared
             .as_ref()
             .and_then(|f| f.region.clone())

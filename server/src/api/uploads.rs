@@ -228,7 +228,7 @@ impl UploadsApi {
         Discovery::Supported(
             TUS_VERSION.into(),
             tus::EXTENSIONS.into(),
-            state.settings.max_upload_bytes,
+            state.uploads.limits().max_upload_bytes,
             tus::CHECKSUM_ALGORITHMS.into(),
         )
     }
@@ -259,7 +259,7 @@ impl UploadsApi {
             .into());
         }
         let upload = tus::create(
-            &state,
+            &state.uploads,
             auth.0.user_id,
             upload_length.0,
             metadata.0.as_deref(),
@@ -313,7 +313,7 @@ impl UploadsApi {
             .map(Checksum::parse)
             .transpose()?;
         let progress = tus::patch(
-            &state,
+            &state.uploads,
             auth.0.user_id,
             id.0,
             offset,
@@ -347,7 +347,7 @@ impl UploadsApi {
         #[oai(name = "Tus-Resumable")] _version: Header<TusResumable>,
         id: Path<Uuid>,
     ) -> Result<UploadHead, UploadStateProblems> {
-        let upload = tus::find(&state, auth.0.user_id, id.0).await?;
+        let upload = tus::find(&state.uploads, auth.0.user_id, id.0).await?;
         let progress = Progress::of(&upload);
         Ok(UploadHead::Found(
             progress.offset,
@@ -368,7 +368,7 @@ impl UploadsApi {
         state: poem::web::Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<Json<UploadView>, UploadViewProblems> {
-        let upload = tus::find(&state, auth.0.user_id, id.0).await?;
+        let upload = tus::find(&state.uploads, auth.0.user_id, id.0).await?;
         Ok(Json(UploadView {
             id: upload.id,
             offset: upload.upload_offset as u64,
@@ -393,7 +393,7 @@ impl UploadsApi {
         #[oai(name = "Tus-Resumable")] _version: Header<TusResumable>,
         id: Path<Uuid>,
     ) -> Result<UploadTerminated, TerminateUploadProblems> {
-        tus::terminate(&state, auth.0.user_id, id.0).await?;
+        tus::terminate(&state.uploads, auth.0.user_id, id.0).await?;
         Ok(UploadTerminated::Terminated)
     }
 }

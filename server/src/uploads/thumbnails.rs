@@ -28,13 +28,13 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use onestop_model::entities::{attachment, attachment_thumbnail};
 use sea_orm::prelude::*;
-use sea_orm::{ActiveValue::Set, QuerySelect};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, QuerySelect};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::error::ErrorChain;
-use crate::state::AppState;
+use crate::media::MediaStore;
 
 pub const PENDING: &str = "pending";
 pub const READY: &str = "ready";
@@ -57,21 +57,33 @@ pub const YIELD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10
 /// longer than the gap between one phone's consecutive photos.
 pub const LULL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Makes the thumbnails of recorded photos: reads each from the media
+/// store, decodes it in the pool and records the outcome in the database.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Thumbnailer {
+    pool: Pool,
+    db: DatabaseConnection,
+    media: Arc<dyn MediaStore>,
+}
+
+/// The decoding threads, the permits that bound the thumbnails made at
+/// once, and the uploads being received, which thumbnails wait for.
+#[derive(Clone)]
+struct Pool {
     permits: Arc<Semaphore>,
     decoders: Arc<Decoders>,
-    uploads: Arc<tokio::sync::watch::Sender<Uploads>>,
+    incoming: Arc<tokio::sync::watch::Sender<Incoming>>,
 }
 
 /// Uploads being received, and when the last one ended.
 #[derive(Clone, Copy)]
-struct Uploads {
+struct Incoming {
     receiving: usize,
     last_ended: Option<tokio::time::Instant>,
 }
 
-impl Uploads {
+impl Incoming {
     /// When the lull begins, if no upload is being received.
     fn quiet_from(&self) -> Option<tokio::time::Instant> {
         match (self.receiving, self.last_ended) {
@@ -84,13 +96,13 @@ impl Uploads {
 
 /// One upload being received: thumbnails wait while any is held (see
 /// [`Thumbnailer::receiving`]).
-pub struct Receiving(Arc<tokio::sync::watch::Sender<Uploads>>);
+pub struct Receiving(Arc<tokio::sync::watch::Sender<Incoming>>);
 
 impl Drop for Receiving {
     fn drop(&mut self) {
-        self.0.send_modify(|uploads| {
-            uploads.receiving = uploads.receiving.saturating_sub(1);
-            uploads.last_ended = Some(tokio::time::Instant::now());
+        self.0.send_modify(|incoming| {
+            incoming.receiving = incoming.receiving.saturating_sub(1);
+            incoming.last_ended = Some(tokio::time::Instant::now());
         });
     }
 }
@@ -166,43 +178,43 @@ fn lower_priority() {
     }
 }
 
-impl Thumbnailer {
+impl Pool {
     /// A pool of `workers` decoders; 0 means one per core.
-    pub fn new(workers: usize) -> Self {
+    fn new(workers: usize) -> Self {
         let workers = if workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
             workers
         };
-        Thumbnailer {
+        Pool {
             permits: Arc::new(Semaphore::new(workers)),
             decoders: Arc::new(Decoders::start(workers)),
-            uploads: Arc::new(tokio::sync::watch::Sender::new(Uploads {
+            incoming: Arc::new(tokio::sync::watch::Sender::new(Incoming {
                 receiving: 0,
                 last_ended: None,
             })),
         }
     }
 
-    /// Marks an upload as being received until the result is dropped.
-    pub fn receiving(&self) -> Receiving {
-        self.uploads.send_modify(|uploads| uploads.receiving += 1);
-        Receiving(self.uploads.clone())
+    fn receiving(&self) -> Receiving {
+        self.incoming
+            .send_modify(|incoming| incoming.receiving += 1);
+        Receiving(self.incoming.clone())
     }
 
     /// Waits for a lull in uploads, or until `deadline`.
     async fn lull(&self, deadline: tokio::time::Instant) {
-        let mut uploads = self.uploads.subscribe();
+        let mut incoming = self.incoming.subscribe();
         let lull = async {
             loop {
-                let quiet_from = match uploads.wait_for(|u| u.receiving == 0).await {
+                let quiet_from = match incoming.wait_for(|u| u.receiving == 0).await {
                     Ok(idle) => idle.quiet_from(),
                     Err(_) => return,
                 };
                 if let Some(quiet_from) = quiet_from {
                     tokio::time::sleep_until(quiet_from).await;
                 }
-                let now = uploads.borrow_and_update().quiet_from();
+                let now = incoming.borrow_and_update().quiet_from();
                 if now.is_some_and(|from| from <= tokio::time::Instant::now()) {
                     return;
                 }
@@ -210,130 +222,183 @@ impl Thumbnailer {
         };
         let _ = tokio::time::timeout_at(deadline, lull).await;
     }
+}
+
+impl Thumbnailer {
+    /// Thumbnails of the photos recorded in `db` and stored in `media`,
+    /// `workers` at a time; 0 means one per core.
+    pub fn new(workers: usize, db: DatabaseConnection, media: Arc<dyn MediaStore>) -> Self {
+        Thumbnailer {
+            pool: Pool::new(workers),
+            db,
+            media,
+        }
+    }
+
+    /// Marks an upload as being received until the result is dropped.
+    pub fn receiving(&self) -> Receiving {
+        self.pool.receiving()
+    }
 
     /// Queues the thumbnail of a recorded photo; returns at once.
-    pub fn enqueue(&self, state: &AppState, attachment_id: Uuid) {
-        let permits = self.permits.clone();
-        let state = state.clone();
+    pub fn enqueue(&self, attachment_id: Uuid) {
+        let thumbnailer = self.clone();
         let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
         tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
+            let Ok(_permit) = thumbnailer.pool.permits.clone().acquire_owned().await else {
                 return;
             };
-            state.thumbnails.lull(deadline).await;
-            if let Err(error) = make(&state, attachment_id).await {
+            thumbnailer.pool.lull(deadline).await;
+            if let Err(error) = thumbnailer.make(attachment_id).await {
                 tracing::warn!(%attachment_id, error = %ErrorChain(&*error), "a thumbnail could not be made");
             }
         });
     }
 
     /// Queues every thumbnail still pending (after a restart).
-    pub async fn resume_pending(&self, state: &AppState) -> Result<usize, DbErr> {
+    pub async fn resume_pending(&self) -> Result<usize, DbErr> {
         let pending: Vec<Uuid> = attachment_thumbnail::Entity::find()
             .select_only()
             .column(attachment_thumbnail::Column::AttachmentId)
             .filter(attachment_thumbnail::Column::State.eq(PENDING))
             .into_tuple()
-            .all(&state.db)
+            .all(&self.db)
             .await?;
         for id in &pending {
-            self.enqueue(state, *id);
+            self.enqueue(*id);
         }
         Ok(pending.len())
+    }
+
+    /// Marks a photo recorded before thumbnails existed as pending, so the
+    /// next request queues it.
+    pub async fn ensure_row(&self, photo: &attachment::Model) -> Result<String, DbErr> {
+        if let Some(row) = attachment_thumbnail::Entity::find_by_id(photo.id)
+            .one(&self.db)
+            .await?
+        {
+            return Ok(row.state);
+        }
+        let is_photo = photo.media_type.starts_with("image/");
+        let state_name = if is_photo { PENDING } else { NONE };
+        let inserted = attachment_thumbnail::Entity::insert(attachment_thumbnail::ActiveModel {
+            attachment_id: Set(photo.id),
+            state: Set(state_name.to_owned()),
+            orientation: Set(1),
+            storage_key: Set(None),
+            byte_size: Set(None),
+            sha256: Set(None),
+            width: Set(None),
+            height: Set(None),
+            detail: Set((!is_photo).then(|| "PDF documents have no thumbnail".to_owned())),
+            updated_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(attachment_thumbnail::Column::AttachmentId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .do_nothing()
+        .exec(&self.db)
+        .await?;
+        if is_photo && matches!(inserted, sea_orm::TryInsertResult::Inserted(_)) {
+            self.enqueue(photo.id);
+        }
+        Ok(state_name.to_owned())
+    }
+
+    async fn make(&self, attachment_id: Uuid) -> Result<(), BoxError> {
+        let Some(row) = attachment_thumbnail::Entity::find_by_id(attachment_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        if row.state != PENDING {
+            return Ok(());
+        }
+        let Some(photo) = attachment::Entity::find_by_id(attachment_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        let format = match photo.media_type.as_str() {
+            "image/jpeg" => ImageFormat::Jpeg,
+            "image/png" => ImageFormat::Png,
+            _ => return self.finish(attachment_id, Err("not a photo".into())).await,
+        };
+        // The decoders want the whole file; it is at most MAX_UPLOAD_BYTES.
+        let (mut reader, size) = self.media.open(&photo.storage_key).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        reader.read_to_end(&mut bytes).await?;
+        let orientation = Orientation::from_exif(u8::try_from(row.orientation).unwrap_or(1))
+            .unwrap_or(Orientation::NoTransforms);
+        let rendered = self
+            .pool
+            .decoders
+            .run(move || render(&bytes, format, orientation))
+            .await?
+            // A decoder that panics on a hostile file fails this thumbnail for
+            // good, like a decoding error.
+            .unwrap_or_else(|_| {
+                Err(image::ImageError::IoError(std::io::Error::other(
+                    "the decoder failed on this file",
+                )))
+            });
+        let outcome = match rendered {
+            Ok(thumbnail) => {
+                let key = thumbnail_key(attachment_id);
+                let mut writer = self.media.create(&key).await?;
+                if let Err(error) = writer.write(&thumbnail.jpeg).await {
+                    writer.abort().await;
+                    return Err(error.into());
+                }
+                writer.commit().await?;
+                Ok((key, thumbnail))
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        self.finish(attachment_id, outcome).await
+    }
+
+    async fn finish(
+        &self,
+        attachment_id: Uuid,
+        outcome: Result<(String, Thumbnail), String>,
+    ) -> Result<(), BoxError> {
+        let mut row = attachment_thumbnail::ActiveModel {
+            attachment_id: Set(attachment_id),
+            updated_at: Set(Utc::now()),
+            ..Default::default()
+        };
+        match outcome {
+            Ok((key, thumbnail)) => {
+                row.state = Set(READY.to_owned());
+                row.byte_size = Set(Some(thumbnail.jpeg.len() as i64));
+                row.sha256 = Set(Some(hex::encode(Sha256::digest(&thumbnail.jpeg))));
+                row.storage_key = Set(Some(key));
+                row.width = Set(Some(thumbnail.width as i32));
+                row.height = Set(Some(thumbnail.height as i32));
+                metrics::counter!("thumbnails_made_total").increment(1);
+            }
+            Err(reason) => {
+                row.state = Set(NONE.to_owned());
+                row.detail = Set(Some(format!("no thumbnail could be made: {reason}")));
+                metrics::counter!("thumbnails_failed_total").increment(1);
+            }
+        }
+        attachment_thumbnail::Entity::update_many()
+            .set(row)
+            .filter(attachment_thumbnail::Column::AttachmentId.eq(attachment_id))
+            .filter(attachment_thumbnail::Column::State.eq(PENDING))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-async fn make(state: &AppState, attachment_id: Uuid) -> Result<(), BoxError> {
-    let Some(row) = attachment_thumbnail::Entity::find_by_id(attachment_id)
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(());
-    };
-    if row.state != PENDING {
-        return Ok(());
-    }
-    let Some(photo) = attachment::Entity::find_by_id(attachment_id)
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(());
-    };
-    let format = match photo.media_type.as_str() {
-        "image/jpeg" => ImageFormat::Jpeg,
-        "image/png" => ImageFormat::Png,
-        _ => return finish(state, attachment_id, Err("not a photo".into())).await,
-    };
-    // The decoders want the whole file; it is at most MAX_UPLOAD_BYTES.
-    let (mut reader, size) = state.media.open(&photo.storage_key).await?;
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    reader.read_to_end(&mut bytes).await?;
-    let orientation = Orientation::from_exif(u8::try_from(row.orientation).unwrap_or(1))
-        .unwrap_or(Orientation::NoTransforms);
-    let rendered = state
-        .thumbnails
-        .decoders
-        .run(move || render(&bytes, format, orientation))
-        .await?
-        // A decoder that panics on a hostile file fails this thumbnail for
-        // good, like a decoding error.
-        .unwrap_or_else(|_| {
-            Err(image::ImageError::IoError(std::io::Error::other(
-                "the decoder failed on this file",
-            )))
-        });
-    let outcome = match rendered {
-        Ok(thumbnail) => {
-            let key = thumbnail_key(attachment_id);
-            let mut writer = state.media.create(&key).await?;
-            if let Err(error) = writer.write(&thumbnail.jpeg).await {
-                writer.abort().await;
-                return Err(error.into());
-            }
-            writer.commit().await?;
-            Ok((key, thumbnail))
-        }
-        Err(error) => Err(error.to_string()),
-    };
-    finish(state, attachment_id, outcome).await
-}
-
-async fn finish(
-    state: &AppState,
-    attachment_id: Uuid,
-    outcome: Result<(String, Thumbnail), String>,
-) -> Result<(), BoxError> {
-    let mut row = attachment_thumbnail::ActiveModel {
-        attachment_id: Set(attachment_id),
-        updated_at: Set(Utc::now()),
-        ..Default::default()
-    };
-    match outcome {
-        Ok((key, thumbnail)) => {
-            row.state = Set(READY.to_owned());
-            row.byte_size = Set(Some(thumbnail.jpeg.len() as i64));
-            row.sha256 = Set(Some(hex::encode(Sha256::digest(&thumbnail.jpeg))));
-            row.storage_key = Set(Some(key));
-            row.width = Set(Some(thumbnail.width as i32));
-            row.height = Set(Some(thumbnail.height as i32));
-            metrics::counter!("thumbnails_made_total").increment(1);
-        }
-        Err(reason) => {
-            row.state = Set(NONE.to_owned());
-            row.detail = Set(Some(format!("no thumbnail could be made: {reason}")));
-            metrics::counter!("thumbnails_failed_total").increment(1);
-        }
-    }
-    attachment_thumbnail::Entity::update_many()
-        .set(row)
-        .filter(attachment_thumbnail::Column::AttachmentId.eq(attachment_id))
-        .filter(attachment_thumbnail::Column::State.eq(PENDING))
-        .exec(&state.db)
-        .await?;
-    Ok(())
-}
 
 pub fn thumbnail_key(attachment_id: Uuid) -> String {
     let hex = attachment_id.simple().to_string();
@@ -429,49 +494,12 @@ fn decode_jpeg_reduced(bytes: &[u8]) -> Option<DynamicImage> {
     .flatten()
 }
 
-/// Marks a photo recorded before thumbnails existed as pending, so the
-/// next request queues it.
-pub async fn ensure_row(state: &AppState, photo: &attachment::Model) -> Result<String, DbErr> {
-    if let Some(row) = attachment_thumbnail::Entity::find_by_id(photo.id)
-        .one(&state.db)
-        .await?
-    {
-        return Ok(row.state);
-    }
-    let is_photo = photo.media_type.starts_with("image/");
-    let state_name = if is_photo { PENDING } else { NONE };
-    let inserted = attachment_thumbnail::Entity::insert(attachment_thumbnail::ActiveModel {
-        attachment_id: Set(photo.id),
-        state: Set(state_name.to_owned()),
-        orientation: Set(1),
-        storage_key: Set(None),
-        byte_size: Set(None),
-        sha256: Set(None),
-        width: Set(None),
-        height: Set(None),
-        detail: Set((!is_photo).then(|| "PDF documents have no thumbnail".to_owned())),
-        updated_at: Set(Utc::now()),
-    })
-    .on_conflict(
-        sea_orm::sea_query::OnConflict::column(attachment_thumbnail::Column::AttachmentId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .do_nothing()
-    .exec(&state.db)
-    .await?;
-    if is_photo && matches!(inserted, sea_orm::TryInsertResult::Inserted(_)) {
-        state.thumbnails.enqueue(state, photo.id);
-    }
-    Ok(state_name.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::{ImageBuffer, Rgb};
 
-    /// Whether [`Thumbnailer::lull`] has returned after `after`.
+    /// Whether [`Pool::lull`] has returned after `after`.
     async fn lull_over(
         lull: &mut (impl std::future::Future<Output = ()> + Unpin),
         after: std::time::Duration,
@@ -481,7 +509,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn on_a_quiet_server_thumbnails_start_at_once() {
-        let pool = Thumbnailer::new(1);
+        let pool = Pool::new(1);
         let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
         let mut lull = Box::pin(pool.lull(deadline));
         assert!(lull_over(&mut lull, std::time::Duration::from_millis(1)).await);
@@ -489,7 +517,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn thumbnails_wait_for_a_lull_in_uploads() {
-        let pool = Thumbnailer::new(1);
+        let pool = Pool::new(1);
         let first = pool.receiving();
         let second = pool.receiving();
         let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
@@ -515,7 +543,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_server_still_makes_thumbnails_soon() {
-        let pool = Thumbnailer::new(1);
+        let pool = Pool::new(1);
         let _always = pool.receiving();
         let deadline = tokio::time::Instant::now() + YIELD_AT_MOST;
         let mut lull = Box::pin(pool.lull(deadline));

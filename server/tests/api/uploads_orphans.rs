@@ -39,9 +39,14 @@ fn exists(app: &TestApp, key: &str) -> bool {
 }
 
 async fn sweep(app: &TestApp, remove: bool) -> onestop_server::uploads::orphans::Report {
-    onestop_server::uploads::orphans::sweep(&app.state.db, app.state.media.as_ref(), GRACE, remove)
-        .await
-        .unwrap()
+    onestop_server::uploads::orphans::sweep(
+        &app.state.db,
+        app.state.uploads.media().as_ref(),
+        GRACE,
+        remove,
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -127,7 +127,7 @@ async fn photos_and_documents_round_trip_through_s3() {
     assert_eq!(exif_tags(&served), Some(vec![0x0112]));
     let stored = keys(&moto, "attachments/").await;
     assert_eq!(stored.len(), 1);
-    let (mut object, _) = app.state.media.open(&stored[0]).await.unwrap();
+    let (mut object, _) = app.state.uploads.media().open(&stored[0]).await.unwrap();
     let mut raw = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut object, &mut raw)
         .await
@@ -181,13 +181,13 @@ async fn photos_and_documents_round_trip_through_s3() {
         StatusCode::OK
     );
     let orphan = format!("attachments/00/00/0000{}", "0".repeat(28));
-    let mut writer = app.state.media.create(&orphan).await.unwrap();
+    let mut writer = app.state.uploads.media().create(&orphan).await.unwrap();
     writer.write(&photo).await.unwrap();
     writer.commit().await.unwrap();
     let recorded = keys(&moto, "attachments/").await.len() - 1;
     let report = onestop_server::uploads::orphans::sweep(
         &app.state.db,
-        app.state.media.as_ref(),
+        app.state.uploads.media().as_ref(),
         Duration::ZERO,
         true,
     )

@@ -526,7 +526,7 @@ async fn abandoned_uploads_expire_with_their_pieces() {
 
     // Nothing is due yet.
     assert_eq!(
-        onestop_server::uploads::tus::sweep_expired(&app.state)
+        onestop_server::uploads::tus::sweep_expired(&app.state.uploads)
             .await
             .unwrap(),
         0
@@ -550,7 +550,7 @@ async fn abandoned_uploads_expire_with_their_pieces() {
         .unwrap();
     assert_eq!(head.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        onestop_server::uploads::tus::sweep_expired(&app.state)
+        onestop_server::uploads::tus::sweep_expired(&app.state.uploads)
             .await
             .unwrap(),
         2
