@@ -8,7 +8,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::ActiveValue::Set;
 use sea_orm::DatabaseConnection;
 
-use crate::access_log::{self, Access, Actor, ChainKeys};
+use crate::access_log::{Access, Actor, Recorder};
 use crate::error::ApiError;
 use crate::registry::{FactRegistry, SharedFacts};
 
@@ -70,12 +70,12 @@ pub async fn revoke(db: &impl ConnectionTrait, user_id: Uuid, purpose: &str) -> 
     Ok(())
 }
 
-/// What a lookup uses: the database (consent, the access records), the
-/// keys that link the access records, and the registry.
+/// What a lookup uses: the database (consent), the writer of access
+/// records, and the registry.
 #[derive(Clone, Copy)]
 pub struct Sources<'a> {
     pub db: &'a DatabaseConnection,
-    pub access_log: &'a ChainKeys,
+    pub access_records: &'a Recorder,
     pub registry: &'a dyn FactRegistry,
 }
 
@@ -84,12 +84,12 @@ pub struct Sources<'a> {
 pub async fn look_up(
     sources: impl Into<Sources<'_>>,
     person: &user::Model,
-    purpose: &str,
+    purpose: &'static str,
     client_address: String,
 ) -> Result<Option<SharedFacts>, ApiError> {
     let Sources {
         db,
-        access_log: keys,
+        access_records,
         registry,
     } = sources.into();
     if !has_consent(db, person.id, SHARED_FACTS).await? {
@@ -99,19 +99,16 @@ pub async fn look_up(
         return Ok(None);
     };
     // On the record before the facts are used.
-    access_log::record(
-        db,
-        keys,
-        Access {
+    access_records
+        .record(Access {
             subject: person.id,
             actor: Actor::service(),
             client_address,
             action: "facts.looked_up",
             object_id: "registry".to_owned(),
             purpose,
-        },
-    )
-    .await?;
+        })
+        .await?;
     registry.lookup(rrn_index, purpose).await.map_err(|error| {
         tracing::warn!(%error, "the registry lookup failed");
         ApiError::Unavailable("the public registry cannot be reached; try again shortly")

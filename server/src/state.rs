@@ -60,7 +60,7 @@ impl<'a> From<&'a AppState> for crate::facts::Sources<'a> {
     fn from(state: &'a AppState) -> Self {
         crate::facts::Sources {
             db: &state.db,
-            access_log: &state.access_log,
+            access_records: &state.access_records,
             registry: state.registry.as_ref(),
         }
     }
