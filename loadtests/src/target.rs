@@ -38,11 +38,19 @@ pub fn argument(name: &str) -> Option<String> {
 /// `scratch/server.log`, a Redis prefix of its own, and sign-in and
 /// upload budgets high enough that they never answer instead of what is
 /// measured. `env` is set last, so it may add settings or override
-/// these. Waits until `/healthz` answers (at most a minute).
+/// these. Waits until `/healthz` answers (at most three minutes: a large
+/// catalog is seeded at start); panics, with the end of its log, if the
+/// server stops before that.
 ///
 /// With `--url <base>` on the command line nothing is started: that
 /// server is used, with `--pid` and `--media-dir` if given.
 pub async fn start_target(scratch: &Path, env: &[(&str, String)]) -> Target {
+    start_target_on(scratch, env, None).await
+}
+
+/// [`start_target`], the server started under `taskset -c <cpus>` when
+/// given, so its runtime sizes itself to those cores.
+pub async fn start_target_on(scratch: &Path, env: &[(&str, String)], cpus: Option<&str>) -> Target {
     if let Some(url) = argument("--url") {
         return Target {
             url,
@@ -71,7 +79,14 @@ pub async fn start_target(scratch: &Path, env: &[(&str, String)]) -> Target {
     let media_dir = scratch.join("media");
     std::fs::create_dir_all(&cwd).unwrap();
     let log = std::fs::File::create(scratch.join("server.log")).unwrap();
-    let mut command = std::process::Command::new(&binary);
+    let mut command = match cpus {
+        Some(cpus) => {
+            let mut pinned = std::process::Command::new("taskset");
+            pinned.arg("-c").arg(cpus).arg(&binary);
+            pinned
+        }
+        None => std::process::Command::new(&binary),
+    };
     command
         .arg("serve")
         .current_dir(&cwd)
@@ -95,10 +110,19 @@ pub async fn start_target(scratch: &Path, env: &[(&str, String)]) -> Target {
     for (name, value) in env {
         command.env(name, value);
     }
-    let child = command.spawn().expect("the server starts");
+    let mut child = command.spawn().expect("the server starts");
     let url = format!("http://127.0.0.1:{port}");
     let probe = reqwest::Client::new();
-    for _ in 0..600 {
+    for _ in 0..1800 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(scratch.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "the server stopped ({status}) before answering:\n{}",
+                tail.join("\n")
+            );
+        }
         if probe
             .get(format!("{url}/healthz"))
             .send()
