@@ -242,37 +242,8 @@ pub async fn append(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let last = access_record::Entity::find()
-            .filter(access_record::Column::SubjectUserId.eq(access.subject))
-            .order_by_desc(access_record::Column::Seq)
-            .one(txn)
-            .await?;
-        let (seq, prev_hash) = match &last {
-            Some(last) => (last.seq + 1, last.hash.clone()),
-            None => (1, GENESIS.to_owned()),
-        };
-        let now = Utc::now();
-        // Stored timestamps keep microseconds on every backend.
-        let created_at = now
-            .with_nanosecond(now.nanosecond() / 1000 * 1000)
-            .unwrap_or(now);
-        let mut row = access_record::Model {
-            id: Uuid::now_v7(),
-            subject_user_id: access.subject,
-            seq,
-            actor_id: access.actor.id,
-            actor_role: access.actor.role.clone(),
-            actor_agency_id: access.actor.agency_id.clone(),
-            client_address: access.client_address.clone(),
-            action: access.action.to_owned(),
-            object_id: access.object_id.clone(),
-            purpose: access.purpose.to_owned(),
-            created_at,
-            prev_hash,
-            hash: String::new(),
-            key_id: Some(keys.current.id.clone()),
-        };
-        row.hash = keys.current.sign(&canonical(&row));
+        let (seq, prev_hash) = head_of(txn, access.subject).await?;
+        let row = linked(keys, &access, seq, prev_hash);
         let savepoint = txn.begin().await?;
         let inserted = access_record::ActiveModel::from(row.clone())
             .reset_all()
@@ -296,6 +267,101 @@ pub async fn append(
             }
         }
     }
+}
+
+/// The place after a person's newest record, and that record's link.
+async fn head_of(txn: &DatabaseTransaction, subject: Uuid) -> Result<(i64, String), DbErr> {
+    let last = access_record::Entity::find()
+        .filter(access_record::Column::SubjectUserId.eq(subject))
+        .order_by_desc(access_record::Column::Seq)
+        .one(txn)
+        .await?;
+    Ok(match last {
+        Some(last) => (last.seq + 1, last.hash),
+        None => (1, GENESIS.to_owned()),
+    })
+}
+
+/// The record of `access` at place `seq` of its person's chain, linked
+/// to `prev_hash` under the current key.
+fn linked(
+    keys: &ChainKeys,
+    access: &Access<'_>,
+    seq: i64,
+    prev_hash: String,
+) -> access_record::Model {
+    let now = Utc::now();
+    // Stored timestamps keep microseconds on every backend.
+    let created_at = now
+        .with_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now);
+    let mut row = access_record::Model {
+        id: Uuid::now_v7(),
+        subject_user_id: access.subject,
+        seq,
+        actor_id: access.actor.id,
+        actor_role: access.actor.role.clone(),
+        actor_agency_id: access.actor.agency_id.clone(),
+        client_address: access.client_address.clone(),
+        action: access.action.to_owned(),
+        object_id: access.object_id.clone(),
+        purpose: access.purpose.to_owned(),
+        created_at,
+        prev_hash,
+        hash: String::new(),
+        key_id: Some(keys.current.id.clone()),
+    };
+    row.hash = keys.current.sign(&canonical(&row));
+    row
+}
+
+/// Appends several records inside the caller's transaction with one
+/// insert: each person's chain is held and its head read once, and the
+/// records are linked in memory in the order given. Returns whether every
+/// place was free; if one was taken (a writer that does not hold the
+/// chain), nothing may be trusted and the caller rolls back.
+async fn append_all(
+    txn: &DatabaseTransaction,
+    keys: &ChainKeys,
+    accesses: &[&Access<'_>],
+) -> Result<bool, DbErr> {
+    let mut heads: HashMap<Uuid, (i64, String)> = HashMap::new();
+    let mut rows = Vec::with_capacity(accesses.len());
+    for access in accesses {
+        let (seq, prev_hash) = match heads.remove(&access.subject) {
+            Some(head) => head,
+            None => {
+                hold_chain(txn, access.subject).await?;
+                head_of(txn, access.subject).await?
+            }
+        };
+        let row = linked(keys, access, seq, prev_hash);
+        heads.insert(access.subject, (seq + 1, row.hash.clone()));
+        rows.push(row);
+    }
+    let count = rows.len() as u64;
+    let inserted = access_record::Entity::insert_many(
+        rows.into_iter()
+            .map(|row| access_record::ActiveModel::from(row).reset_all()),
+    )
+    .on_conflict(
+        OnConflict::columns([
+            access_record::Column::SubjectUserId,
+            access_record::Column::Seq,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    if inserted != count {
+        return Ok(false);
+    }
+    for access in accesses {
+        metrics::counter!("access_records_total", "action" => access.action.to_owned())
+            .increment(1);
+    }
+    Ok(true)
 }
 
 /// Appends a record in a transaction of its own: for an access that
@@ -398,14 +464,22 @@ async fn write_batches(
     }
 }
 
+/// Writes a batch in one transaction: one insert for all of it, or, should
+/// a place be taken meanwhile, record by record in a new transaction.
 async fn write_batch(
     db: &DatabaseConnection,
     keys: &ChainKeys,
     batch: &[Pending],
 ) -> Result<(), DbErr> {
+    let accesses: Vec<&Access<'static>> = batch.iter().map(|pending| &pending.access).collect();
     let txn = onestop_model::begin_write(db).await?;
-    for pending in batch {
-        append(&txn, keys, pending.access.clone()).await?;
+    if append_all(&txn, keys, &accesses).await? {
+        return txn.commit().await;
+    }
+    txn.rollback().await?;
+    let txn = onestop_model::begin_write(db).await?;
+    for access in accesses {
+        append(&txn, keys, access.clone()).await?;
     }
     txn.commit().await
 }
