@@ -56,20 +56,20 @@ pub async fn agency_case(
 /// the uploader looks, the access is committed to the uploader's access
 /// log before a byte is shown.
 pub async fn viewed_attachment(
-    state: &crate::state::AppState,
-    request: &poem::Request,
+    db: &impl ConnectionTrait,
+    records: &crate::access_log::Recorder,
+    client_address: String,
     principal: &Principal,
     id: Uuid,
     what: &'static str,
 ) -> Result<attachment::Model, ApiError> {
-    let found = readable_attachment(&state.db, principal, id).await?;
+    let found = readable_attachment(db, principal, id).await?;
     if found.owner_id != principal.user_id {
-        state
-            .access_records
+        records
             .record(crate::access_log::Access {
                 subject: found.owner_id,
                 actor: crate::access_log::Actor::person(principal),
-                client_address: state.limits.client_address(request).to_string(),
+                client_address,
                 action: what,
                 object_id: found.id.to_string(),
                 purpose: if principal.role == Role::Official {

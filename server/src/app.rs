@@ -261,11 +261,14 @@ impl Application {
             access_log.clone(),
             cancel.child_token(),
         );
-        let tokens = TokenKeys::from_settings(&settings);
         let state = AppState::new(Inner {
             access_records,
-            sessions: crate::auth::Sessions::new(db.clone(), tokens.clone(), &settings),
-            tokens,
+            sessions: crate::auth::Sessions::new(
+                db.clone(),
+                reads.clone(),
+                TokenKeys::from_settings(&settings),
+                &settings,
+            ),
             limits: RateLimits::from_settings(&settings),
             rrn_index,
             vault,
@@ -408,6 +411,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
     });
     route
         .nest("/", api)
+        .with(AddData::new(state.sessions.clone()))
         .with(AddData::new(state))
         .with(CatchPanic::new())
         .catch_all_error(|error| async move { framework_error_to_problem(error) })

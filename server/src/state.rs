@@ -5,7 +5,6 @@ use onestop_model::catalog::Catalog;
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
-use crate::auth::TokenKeys;
 use crate::identity::RrnIndexer;
 use crate::rate_limit::RateLimits;
 use crate::redis_link::RedisLink;
@@ -23,7 +22,6 @@ pub struct Inner {
     /// ([`crate::app::connect_readers`]).
     pub reads: DatabaseConnection,
     pub settings: Settings,
-    pub tokens: TokenKeys,
     /// Signing in, refreshing and signing out.
     pub sessions: crate::auth::Sessions,
     pub limits: RateLimits,

@@ -359,7 +359,15 @@ impl AttachmentsApi {
         #[oai(name = "Range")] range: Header<Option<String>>,
         #[oai(name = "If-Range")] if_range: Header<Option<String>>,
     ) -> Result<AttachmentContent, DownloadProblems> {
-        let found = viewed_attachment(&state, request, &auth.0, id.0, "attachment.viewed").await?;
+        let found = viewed_attachment(
+            &state.db,
+            &state.access_records,
+            state.limits.client_address(request).to_string(),
+            &auth.0,
+            id.0,
+            "attachment.viewed",
+        )
+        .await?;
         let etag = format!("\"{}\"", found.sha256);
         if etag_matches(if_none_match.0.as_deref(), &etag) {
             return Ok(AttachmentContent::NotModified(etag));
@@ -436,7 +444,15 @@ impl AttachmentsApi {
         id: Path<Uuid>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> Result<ThumbnailContent, DownloadProblems> {
-        let found = viewed_attachment(&state, request, &auth.0, id.0, "thumbnail.viewed").await?;
+        let found = viewed_attachment(
+            &state.db,
+            &state.access_records,
+            state.limits.client_address(request).to_string(),
+            &auth.0,
+            id.0,
+            "thumbnail.viewed",
+        )
+        .await?;
         let pending = || {
             ThumbnailContent::Pending(
                 Json(ThumbnailPending {

@@ -4,8 +4,8 @@ use poem_openapi::auth::Bearer;
 use poem_openapi::SecurityScheme;
 use uuid::Uuid;
 
+use super::Sessions;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The caller of an operation, as its access token says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,26 +47,15 @@ impl Principal {
 pub struct BearerAuth(pub Principal);
 
 async fn check_bearer(request: &Request, bearer: Bearer) -> poem::Result<Principal> {
-    let state = request.data::<AppState>().ok_or_else(|| {
+    let sessions = request.data::<Sessions>().ok_or_else(|| {
         poem::Error::from_string(
-            "state missing",
+            "sessions missing",
             poem::http::StatusCode::INTERNAL_SERVER_ERROR,
         )
     })?;
-    let refuse = |error: ApiError| {
+    sessions.check(&bearer.token).await.map_err(|error| {
         poem::Error::from_response(poem::IntoResponse::into_response(
             crate::error::ProblemJson(error.into_problem()),
         ))
-    };
-    let principal = state
-        .tokens
-        .verify(&bearer.token)
-        .ok_or_else(|| refuse(ApiError::Unauthenticated))?;
-    // Signing out and disabling an account end its tokens at once, not
-    // when they expire.
-    match super::session_is_live(&state.reads, principal.user_id, principal.session_id).await {
-        Ok(true) => Ok(principal),
-        Ok(false) => Err(refuse(ApiError::Unauthenticated)),
-        Err(error) => Err(refuse(error)),
-    }
+    })
 }

@@ -15,11 +15,14 @@ use super::TokenKeys;
 use crate::error::ApiError;
 use crate::settings::Settings;
 
-/// Sign-ins: issuing, rotating and ending them. Holds the database, the
-/// keys that sign access tokens and the lifetimes of refresh tokens.
+/// Sign-ins: issuing, rotating and ending them, and checking the access
+/// token of every request. Holds the database (and the connections for
+/// plain reads), the keys that sign access tokens and the lifetimes of
+/// refresh tokens.
 #[derive(Clone)]
 pub struct Sessions {
     db: DatabaseConnection,
+    reads: DatabaseConnection,
     tokens: TokenKeys,
     refresh_ttl: ChronoDuration,
     family_ttl: ChronoDuration,
@@ -43,12 +46,30 @@ fn new_secret() -> String {
 }
 
 impl Sessions {
-    pub fn new(db: DatabaseConnection, tokens: TokenKeys, settings: &Settings) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        reads: DatabaseConnection,
+        tokens: TokenKeys,
+        settings: &Settings,
+    ) -> Self {
         Sessions {
             db,
+            reads,
             tokens,
             refresh_ttl: ChronoDuration::seconds(settings.refresh_token_ttl_secs as i64),
             family_ttl: ChronoDuration::seconds(settings.refresh_family_ttl_secs as i64),
+        }
+    }
+
+    /// The caller an access token names, if the token is good and its
+    /// sign-in still on: signing out and disabling an account end its
+    /// tokens at once, not when they expire.
+    pub async fn check(&self, token: &str) -> Result<super::Principal, ApiError> {
+        let principal = self.tokens.verify(token).ok_or(ApiError::Unauthenticated)?;
+        if session_is_live(&self.reads, principal.user_id, principal.session_id).await? {
+            Ok(principal)
+        } else {
+            Err(ApiError::Unauthenticated)
         }
     }
 
