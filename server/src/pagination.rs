@@ -5,8 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, ModelTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select, Value,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -95,18 +95,13 @@ impl PageRequest {
     /// The page of `query`'s rows and the cursor of the next page: ordered
     /// by `created_at` then `id`, after the cursor, one row more than the
     /// page to tell whether another follows.
-    pub async fn fetch<E, C>(
+    pub async fn fetch<E: EntityTrait>(
         &self,
         db: &impl ConnectionTrait,
         query: Select<E>,
-        created_at: C,
-        id: C,
-        cursor_of: impl Fn(&E::Model) -> Cursor,
-    ) -> Result<(Vec<E::Model>, Option<String>), DbErr>
-    where
-        E: EntityTrait,
-        C: ColumnTrait,
-    {
+        created_at: E::Column,
+        id: E::Column,
+    ) -> Result<(Vec<E::Model>, Option<String>), DbErr> {
         let mut query = match self.order {
             Order::OldestFirst => query.order_by_asc(created_at).order_by_asc(id),
             Order::NewestFirst => query.order_by_desc(created_at).order_by_desc(id),
@@ -115,7 +110,15 @@ impl PageRequest {
             query = query.filter(after.rows_after(created_at, id, self.order));
         }
         let rows = query.limit(self.size + 1).all(db).await?;
-        Ok(split_page(rows, self.size, cursor_of))
+        Ok(split_page(rows, self.size, |row| {
+            match (row.get(created_at), row.get(id)) {
+                (Value::ChronoDateTimeUtc(Some(at)), Value::Uuid(Some(id))) => Some(Cursor {
+                    created_at: *at,
+                    id: *id,
+                }),
+                _ => None,
+            }
+        }))
     }
 }
 
@@ -139,12 +142,14 @@ macro_rules! page_type {
 fn split_page<R>(
     mut rows: Vec<R>,
     size: u64,
-    cursor_of: impl Fn(&R) -> Cursor,
+    cursor_of: impl Fn(&R) -> Option<Cursor>,
 ) -> (Vec<R>, Option<String>) {
     let more = rows.len() as u64 > size;
     rows.truncate(size as usize);
     let next_cursor = if more {
-        rows.last().map(|r| cursor_of(r).encode())
+        rows.last()
+            .and_then(cursor_of)
+            .map(|cursor| cursor.encode())
     } else {
         None
     };

@@ -14,7 +14,7 @@ use super::{reader_locale, DocumentView, Tag};
 use crate::auth::BearerAuth;
 use crate::cases::reading::letters_to;
 use crate::error::ApiError;
-use crate::pagination::{Cursor, Order, PageRequest};
+use crate::pagination::{Order, PageRequest};
 use crate::problems;
 use crate::state::AppState;
 
@@ -98,10 +98,6 @@ impl InboxApi {
                 query,
                 inbox_message::Column::CreatedAt,
                 inbox_message::Column::Id,
-                |m| Cursor {
-                    created_at: m.created_at,
-                    id: m.id,
-                },
             )
             .await?;
         // The account's own language is read only when the request names

@@ -11,7 +11,7 @@ use super::{reader_locale, NamedRef, Tag, Text};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
 use crate::facts;
-use crate::pagination::{Cursor, Order, PageRequest};
+use crate::pagination::{Order, PageRequest};
 use crate::problems;
 use crate::state::AppState;
 
@@ -254,10 +254,6 @@ impl MeApi {
                 query,
                 access_record::Column::CreatedAt,
                 access_record::Column::Id,
-                |r| Cursor {
-                    created_at: r.created_at,
-                    id: r.id,
-                },
             )
             .await?;
         let names = state.names.in_locale(reader_locale(request, None));

@@ -17,7 +17,7 @@ use crate::cases::reading::case_file;
 use crate::cases::{etag, live_claim, subject_code, Acting, Names, NewLetter, Verdict};
 use crate::error::ApiError;
 use crate::notification::NotificationView;
-use crate::pagination::{Cursor, Order, PageRequest};
+use crate::pagination::{Order, PageRequest};
 use crate::problems;
 use crate::state::AppState;
 
@@ -295,10 +295,6 @@ impl ReviewApi {
                 query,
                 case::Column::CreatedAt,
                 case::Column::Id,
-                |c| Cursor {
-                    created_at: c.created_at,
-                    id: c.id,
-                },
             )
             .await?;
         let names = state.names.in_locale(reader_locale(request, None));

@@ -17,7 +17,7 @@ use crate::cases::reading::submissions_with_cases;
 use crate::cases::NewFiling;
 use crate::error::ApiError;
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::pagination::{Cursor, Order, PageRequest};
+use crate::pagination::{Order, PageRequest};
 use crate::state::AppState;
 use crate::{facts, problems};
 
@@ -238,10 +238,6 @@ impl SubmissionsApi {
                 query,
                 submission::Column::CreatedAt,
                 submission::Column::Id,
-                |s| Cursor {
-                    created_at: s.created_at,
-                    id: s.id,
-                },
             )
             .await?;
         let names = state.names.in_locale(reader_locale(request, None));
