@@ -8,10 +8,13 @@
 //! each under `taskset -c 0`, and loads them with `wrk -t1 -c32` under
 //! `taskset -c 1`. `pgbench -j1` runs on core 1 too; the PostgreSQL
 //! cluster itself is not pinned, so its backends use both cores, for the
-//! server's queries as for pgbench's. Every load runs once per round, in
-//! an order that starts one later each round, after one unmeasured second
-//! of each; the best round of each load is printed (its p99 with it) and
-//! every round's figure beside it.
+//! server's queries as for pgbench's. Every load runs once per round,
+//! after one unmeasured second of each, in an order that starts one later
+//! each round; loads compared two by two (a catalog against the other,
+//! submissions against inserts) run back to back, the first of the pair
+//! swapped each round, and their ratio is the median of each round's. The
+//! best round of each load is printed (its p99 with it) and every round's
+//! figure beside it; shares of a reference are best over best.
 //!
 //! Sections (`--only <name>` runs one):
 //!
@@ -299,9 +302,62 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Round `round`'s order of `n` loads: each round starts one later.
-fn order(n: usize, round: usize) -> impl Iterator<Item = usize> {
-    (0..n).map(move |i| (i + round) % n)
+/// How the loads of a round follow one another.
+#[derive(Clone, Copy)]
+enum Order {
+    /// Each round starts one later.
+    Rotating,
+    /// Loads compared two by two (0 with 1, 2 with 3, ...): each pair back
+    /// to back, the pairs rotating, the first of a pair swapped each round.
+    Paired,
+}
+
+/// Round `round`'s order of `n` loads.
+fn order(n: usize, round: usize, how: Order) -> Vec<usize> {
+    match how {
+        Order::Rotating => (0..n).map(|i| (i + round) % n).collect(),
+        Order::Paired => {
+            let pairs = n / 2;
+            (0..pairs)
+                .map(|p| (p + round) % pairs)
+                .flat_map(|p| {
+                    if round % 2 == 0 {
+                        [2 * p, 2 * p + 1]
+                    } else {
+                        [2 * p + 1, 2 * p]
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// `a` over `b` in each round.
+fn round_ratios(a: &Measured, b: &Measured) -> Vec<f64> {
+    a.rounds
+        .iter()
+        .zip(&b.rounds)
+        .map(|(a, b)| a.per_second / b.per_second)
+        .collect()
+}
+
+fn listed(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 /// Each load's figures, one per round.
@@ -335,7 +391,12 @@ impl Measured {
 
 /// Runs every load once per round (after an unmeasured second of each);
 /// `loads` is called at the start of each round (fresh sign-ins).
-async fn alternate<F, Fut>(options: &Options, names: &[String], mut loads: F) -> Vec<Measured>
+async fn alternate<F, Fut>(
+    options: &Options,
+    names: &[String],
+    how: Order,
+    mut loads: F,
+) -> Vec<Measured>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Vec<Load>>,
@@ -354,7 +415,7 @@ where
     for round in 0..options.rounds {
         let current = loads().await;
         assert_eq!(current.len(), names.len());
-        for i in order(current.len(), round) {
+        for i in order(current.len(), round, how) {
             let figure = measure(&current[i], options.seconds, &options.scratch);
             eprintln!(
                 "  round {} {}: {:.0}/s, p99 {:.2} ms, {} errors",
@@ -777,7 +838,7 @@ async fn read_section(
         names.push(format!("reference: pgbench -S, {CONNECTIONS} clients"));
     }
     let signed = &signed;
-    alternate(options, &names, move || async move {
+    alternate(options, &names, Order::Rotating, move || async move {
         let mut loads = signed.read_loads(client).await;
         loads.push(hello_load(hello));
         if let Some(database) = pgbench {
@@ -973,16 +1034,20 @@ async fn catalog_section(options: &Options, client: &reqwest::Client) {
         servers.push(signed);
     }
     let mut names = Vec::new();
-    for catalog in ["shipped", "generated"] {
-        for read in reads("") {
+    for read in reads("") {
+        for catalog in ["shipped", "generated"] {
             names.push(format!("{} ({catalog})", read.name));
         }
     }
     let servers = &servers;
-    let measured = alternate(options, &names, move || async move {
-        let mut loads = servers[0].read_loads(client).await;
-        loads.extend(servers[1].read_loads(client).await);
-        loads
+    let measured = alternate(options, &names, Order::Paired, move || async move {
+        let shipped = servers[0].read_loads(client).await;
+        let generated = servers[1].read_loads(client).await;
+        shipped
+            .into_iter()
+            .zip(generated)
+            .flat_map(|(a, b)| [a, b])
+            .collect()
     })
     .await;
     drop((shipped, generated));
@@ -994,17 +1059,18 @@ async fn catalog_section(options: &Options, client: &reqwest::Client) {
     );
     println!();
     println!(
-        "| read | shipped req/s | generated req/s | generated / shipped | shipped p99 ms | generated p99 ms | each round, shipped; generated | errors |"
+        "| read | shipped req/s | generated req/s | shipped p99 ms | generated p99 ms | each round, shipped; generated | \
+         generated / shipped, each round | median | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let n = reads("").len();
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
     for (i, read) in reads("").iter().enumerate() {
-        let (a, b) = (&measured[i], &measured[n + i]);
-        let r = ratio(b.best(), a.best());
+        let (a, b) = (&measured[2 * i], &measured[2 * i + 1]);
+        let each = round_ratios(b, a);
+        let r = median(&each);
         ratios.push((read.name, r));
         println!(
-            "| {} | {:.0} | {:.0} | {r:.2} | {:.2} | {:.2} | {}; {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {}; {} | {} | {r:.2} | {} |",
             read.name,
             a.best().per_second,
             b.best().per_second,
@@ -1012,12 +1078,13 @@ async fn catalog_section(options: &Options, client: &reqwest::Client) {
             b.best().p99_ms,
             a.each_round(),
             b.each_round(),
+            listed(&each),
             a.errors() + b.errors()
         );
     }
     println!();
     goal_line(
-        "with the generated catalog every read, share of the shipped",
+        "with the generated catalog every read, share of the shipped (median of each round's)",
         GOAL_CATALOG,
         &ratios,
     );
@@ -1137,8 +1204,8 @@ async fn submissions_section(options: &Options, client: &reqwest::Client) {
 
     let mut names = Vec::new();
     for clients in SUBMISSION_CLIENTS {
-        names.push(format!("POST /v1/submissions, {clients} clients"));
-        names.push(format!("pgbench one-row INSERT, {clients} clients"));
+        names.push(format!("POST /v1/submissions, {}", with_clients(clients)));
+        names.push(format!("pgbench one-row INSERT, {}", with_clients(clients)));
     }
     // The server's stage figures around each submission run, added up
     // over rounds, by number of clients.
@@ -1174,7 +1241,7 @@ async fn submissions_section(options: &Options, client: &reqwest::Client) {
     for round in 0..options.rounds {
         let token = sign_in_as(client, &url, APPLICANT).await;
         let current = loads(&token);
-        for i in order(current.len(), round) {
+        for i in order(current.len(), round, Order::Paired) {
             let is_submission = i % 2 == 0;
             let before = if is_submission {
                 Some(Stages::read(client, &url).await)
@@ -1208,16 +1275,19 @@ async fn submissions_section(options: &Options, client: &reqwest::Client) {
     );
     println!();
     println!(
-        "| clients | submissions/s | p99 ms | each round | errors | INSERT tps | p99 ms | each round | submissions / INSERTs |"
+        "| clients | submissions/s | p99 ms | each round | errors | INSERT tps | p99 ms | each round | \
+         submissions / INSERTs, each round | median |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let labels: Vec<String> = SUBMISSION_CLIENTS.map(with_clients).to_vec();
     let mut ratios = Vec::new();
     for (k, clients) in SUBMISSION_CLIENTS.iter().enumerate() {
         let (post, insert) = (&measured[2 * k], &measured[2 * k + 1]);
-        let r = ratio(post.best(), insert.best());
-        ratios.push((if k == 0 { "1 client" } else { "8 clients" }, r));
+        let each = round_ratios(post, insert);
+        let r = median(&each);
+        ratios.push((labels[k].as_str(), r));
         println!(
-            "| {clients} | {:.1} | {:.2} | {} | {} | {:.0} | {:.2} | {} | {r:.3} |",
+            "| {clients} | {:.1} | {:.2} | {} | {} | {:.0} | {:.2} | {} | {} | {r:.3} |",
             post.best().per_second,
             post.best().p99_ms,
             post.each_round(),
@@ -1225,11 +1295,12 @@ async fn submissions_section(options: &Options, client: &reqwest::Client) {
             insert.best().per_second,
             insert.best().p99_ms,
             insert.each_round(),
+            listed(&each),
         );
     }
     println!();
     goal_line(
-        "submissions per second, share of one-row INSERTs",
+        "submissions per second, share of one-row INSERTs (median of each round's)",
         GOAL_SUBMISSIONS,
         &ratios,
     );
@@ -1239,16 +1310,26 @@ async fn submissions_section(options: &Options, client: &reqwest::Client) {
     }
 }
 
+/// `1 client`, `8 clients`.
+fn with_clients(clients: u32) -> String {
+    if clients == 1 {
+        "1 client".into()
+    } else {
+        format!("{clients} clients")
+    }
+}
+
 /// Where a submission's time went, from the stage histogram's growth.
 fn print_breakdown(clients: u32, growth: &Stages) {
+    let clients = with_clients(clients);
     if growth.by_stage.is_empty() {
-        println!("breakdown ({clients} clients): not exposed by this server");
+        println!("breakdown ({clients}): not exposed by this server");
         return;
     }
     let total: f64 = growth.by_stage.values().map(|(sum, _)| sum).sum();
     let (post_sum, post_count) = growth.post;
     println!(
-        "breakdown of a submission, {clients} client(s) (filing_stage_seconds over every round; \
+        "breakdown of a submission, {clients} (filing_stage_seconds over every round; \
          the server's whole POST, http_request_duration_seconds: {:.2} ms mean over {post_count:.0}):",
         post_sum / post_count * 1000.0
     );
@@ -1358,6 +1439,15 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_run_back_to_back_and_take_turns() {
+        assert_eq!(order(4, 1, Order::Rotating), [1, 2, 3, 0]);
+        assert_eq!(order(6, 0, Order::Paired), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(order(6, 1, Order::Paired), [3, 2, 5, 4, 1, 0]);
+        assert_eq!(median(&[3.0, 1.0]), 2.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
 
     #[test]
     fn wrk_output_is_read() {
