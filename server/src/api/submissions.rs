@@ -127,7 +127,6 @@ async fn file(
     body: &NewSubmission,
     key: Option<&IdempotencyKey>,
 ) -> Result<SubmissionView, ApiError> {
-    let started = Instant::now();
     let names = state.names.in_locale(reader_locale(request, None));
     let filing = body.filing()?;
     let client_address = state.limits.client_address(request).to_string();
@@ -143,7 +142,6 @@ async fn file(
             },
         )
         .await?;
-    time_stage("plan", started);
     let filed = state
         .cases
         .file(&auth.0, plan, key, |filed| {

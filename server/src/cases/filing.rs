@@ -52,6 +52,13 @@ pub struct Plan {
     cases: Vec<PlannedCase>,
 }
 
+/// Services asked for, with the account asking and when checking began.
+struct Requests<'a> {
+    account: user::Model,
+    requests: &'a [(String, Vec<Uuid>)],
+    started: Instant,
+}
+
 struct PlannedCase {
     agency_id: String,
     service_code: Option<String>,
@@ -61,7 +68,9 @@ struct PlannedCase {
 }
 
 /// Counts the time a step of filing took, for the breakdown of where a
-/// submission's time goes.
+/// submission's time goes: `idempotency` (claiming the key), `checks`
+/// (account, catalog, attachments), `facts` (the consented
+/// lookup and its access record), `routing`, `write` and `commit`.
 pub fn time_stage(stage: &'static str, started: Instant) {
     metrics::histogram!("filing_stage_seconds", "stage" => stage)
         .record(started.elapsed().as_secs_f64());
@@ -84,13 +93,19 @@ impl Cases {
         F: FnOnce(user::Model) -> Fut,
         Fut: Future<Output = Result<Option<SharedFacts>, ApiError>>,
     {
+        let started = Instant::now();
         let account = user::Entity::find_by_id(principal.user_id)
             .one(&self.db)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         match filing {
             NewFiling::Services(requests) => {
-                self.plan_services(account, principal, requests, catalog, names, look_up_facts)
+                let services = Requests {
+                    account,
+                    requests,
+                    started,
+                };
+                self.plan_services(principal, services, catalog, names, look_up_facts)
                     .await
             }
             NewFiling::Form {
@@ -99,7 +114,7 @@ impl Cases {
                 fields,
                 attachments,
             } => {
-                self.plan_form(principal, code, office, fields, attachments)
+                self.plan_form(principal, code, office, fields, attachments, started)
                     .await
             }
         }
@@ -107,9 +122,12 @@ impl Cases {
 
     async fn plan_services<F, Fut>(
         &self,
-        account: user::Model,
         principal: &Principal,
-        requests: &[(String, Vec<Uuid>)],
+        Requests {
+            account,
+            requests,
+            started,
+        }: Requests<'_>,
         catalog: &Catalog,
         names: &Names,
         look_up_facts: F,
@@ -149,6 +167,7 @@ impl Cases {
             needs_facts |= rule_of(found)?.needs_facts();
         }
         let region = account.region.clone();
+        time_stage("checks", started);
         let shared = if needs_facts {
             let started = Instant::now();
             let shared = look_up_facts(account).await?;
@@ -180,6 +199,7 @@ impl Cases {
         }
 
         let region = shared.as_ref().and_then(|f| f.region.clone()).or(region);
+        let started = Instant::now();
         let mut cases = Vec::with_capacity(wanted.len());
         for (attachments, found) in wanted {
             let office =
@@ -199,6 +219,7 @@ impl Cases {
                 attachments: attachments.clone(),
             });
         }
+        time_stage("routing", started);
         Ok(Plan {
             kind: SubmissionKind::OneStop,
             organisation_id: None,
@@ -213,6 +234,7 @@ impl Cases {
         office: &str,
         fields: &serde_json::Value,
         attachments: &[Uuid],
+        started: Instant,
     ) -> Result<Plan, ApiError> {
         if principal.role != Role::OrganisationMember {
             return Err(ApiError::Forbidden(
@@ -235,7 +257,10 @@ impl Cases {
                 found.code, found.min_pages
             )));
         }
+        time_stage("checks", started);
+        let started = Instant::now();
         let office = office_for_form(&self.db, &found.agency_kind, office, &found.code).await?;
+        time_stage("routing", started);
         Ok(Plan {
             kind: SubmissionKind::Form,
             organisation_id: principal.organisation_id.clone(),
