@@ -300,6 +300,25 @@ fn wanted_range(
     }
 }
 
+/// The attachment, its look on the owner's record when someone else looks.
+async fn look(
+    state: &AppState,
+    request: &Request,
+    principal: &crate::auth::Principal,
+    id: Uuid,
+    what: &'static str,
+) -> Result<onestop_model::entities::attachment::Model, ApiError> {
+    viewed_attachment(
+        &state.db,
+        &state.access_records,
+        state.limits.client_address(request).to_string(),
+        principal,
+        id,
+        what,
+    )
+    .await
+}
+
 #[OpenApi(prefix_path = "/v1", tag = "Tag::Attachments")]
 impl AttachmentsApi {
     /// Upload a photo (JPEG, PNG) or PDF in one request. The type is decided
@@ -359,15 +378,7 @@ impl AttachmentsApi {
         #[oai(name = "Range")] range: Header<Option<String>>,
         #[oai(name = "If-Range")] if_range: Header<Option<String>>,
     ) -> Result<AttachmentContent, DownloadProblems> {
-        let found = viewed_attachment(
-            &state.db,
-            &state.access_records,
-            state.limits.client_address(request).to_string(),
-            &auth.0,
-            id.0,
-            "attachment.viewed",
-        )
-        .await?;
+        let found = look(&state, request, &auth.0, id.0, "attachment.viewed").await?;
         let etag = format!("\"{}\"", found.sha256);
         if etag_matches(if_none_match.0.as_deref(), &etag) {
             return Ok(AttachmentContent::NotModified(etag));
@@ -444,15 +455,7 @@ impl AttachmentsApi {
         id: Path<Uuid>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> Result<ThumbnailContent, DownloadProblems> {
-        let found = viewed_attachment(
-            &state.db,
-            &state.access_records,
-            state.limits.client_address(request).to_string(),
-            &auth.0,
-            id.0,
-            "thumbnail.viewed",
-        )
-        .await?;
+        let found = look(&state, request, &auth.0, id.0, "thumbnail.viewed").await?;
         let pending = || {
             ThumbnailContent::Pending(
                 Json(ThumbnailPending {
