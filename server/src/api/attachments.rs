@@ -7,10 +7,9 @@ use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
     ResponseContent,
 };
-use sea_orm::prelude::DateTimeUtc;
 use uuid::Uuid;
 
-use super::Tag;
+use super::{AttachmentView, Tag};
 use crate::access::viewed_attachment;
 use crate::auth::BearerAuth;
 use crate::error::{ApiError, Problem, ProblemJson};
@@ -126,31 +125,6 @@ impl<'a> ApiExtractor<'a> for FileUpload {
             ),
             refusal,
         })
-    }
-}
-
-#[derive(Object)]
-pub struct AttachmentView {
-    pub id: Uuid,
-    /// Decided from the bytes: `image/jpeg`, `image/png` or `application/pdf`.
-    pub media_type: String,
-    pub byte_size: i64,
-    /// SHA-256 of the stored bytes, hexadecimal.
-    pub sha256: String,
-    pub file_name: String,
-    pub created_at: DateTimeUtc,
-}
-
-impl From<onestop_model::entities::attachment::Model> for AttachmentView {
-    fn from(model: onestop_model::entities::attachment::Model) -> Self {
-        AttachmentView {
-            id: model.id,
-            media_type: model.media_type,
-            byte_size: model.byte_size,
-            sha256: model.sha256,
-            file_name: model.file_name,
-            created_at: model.created_at,
-        }
     }
 }
 

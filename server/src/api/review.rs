@@ -9,8 +9,9 @@ use sea_orm::prelude::*;
 use sea_orm::Condition;
 use uuid::Uuid;
 
-use super::attachments::AttachmentView;
-use super::{agency_ref, reader_locale, DocumentView, NamedRef, SupplementView, Tag, Text};
+use super::{
+    agency_ref, reader_locale, AttachmentView, DocumentView, NamedRef, SupplementView, Tag, Text,
+};
 use crate::access::agency_case;
 use crate::auth::{BearerAuth, Principal};
 use crate::cases::reading::case_file;

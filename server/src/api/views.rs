@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use onestop_model::catalog::localised_name;
-use onestop_model::entities::{case, supplement};
+use onestop_model::entities::{attachment, case, supplement};
 use onestop_model::{Locale, SubmissionKind};
 use sea_orm::prelude::DateTimeUtc;
 use uuid::Uuid;
@@ -143,6 +143,31 @@ impl From<supplement::Model> for SupplementView {
             case_id: model.case_id,
             text: model.text,
             attachments: serde_json::from_value(model.attachments).unwrap_or_default(),
+            created_at: model.created_at,
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct AttachmentView {
+    pub id: Uuid,
+    /// Decided from the bytes: `image/jpeg`, `image/png` or `application/pdf`.
+    pub media_type: String,
+    pub byte_size: i64,
+    /// SHA-256 of the stored bytes, hexadecimal.
+    pub sha256: String,
+    pub file_name: String,
+    pub created_at: DateTimeUtc,
+}
+
+impl From<attachment::Model> for AttachmentView {
+    fn from(model: attachment::Model) -> Self {
+        AttachmentView {
+            id: model.id,
+            media_type: model.media_type,
+            byte_size: model.byte_size,
+            sha256: model.sha256,
+            file_name: model.file_name,
             created_at: model.created_at,
         }
     }
