@@ -145,3 +145,50 @@ async fn the_catalog_speaks_the_readers_language() {
         .iter()
         .any(|o| o["id"] == "muni-gangnam"));
 }
+
+/// Pooled connections are not pinged before each use, so a database that
+/// dropped every connection (a restart, a failover) costs each pooled
+/// connection the one request it was used for: those are answered with a
+/// problem, the connection is replaced, and the server carries on.
+#[tokio::test]
+async fn connections_the_database_dropped_are_replaced_after_one_failed_request_each() {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    let app = spawn_app(Backend::Postgres).await;
+    let mother = app.login("mother1").await;
+    assert_eq!(app.get("/v1/me", &mother).await.status(), StatusCode::OK);
+
+    let admin = Database::connect(&app.settings.database_url).await.unwrap();
+    admin
+        .execute(Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+
+    let pooled = app.settings.database_max_connections as usize;
+    let mut failed = 0;
+    let mut answered = false;
+    for _ in 0..=2 * pooled {
+        let response = app.get("/v1/me", &mother).await;
+        if response.status() == StatusCode::OK {
+            answered = true;
+            break;
+        }
+        assert!(response.status().is_server_error(), "{}", response.status());
+        problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+        failed += 1;
+    }
+    assert!(answered, "the server never recovered its connections");
+    assert!(
+        failed <= pooled,
+        "{failed} requests failed for {pooled} connections"
+    );
+    for _ in 0..5 {
+        assert_eq!(app.get("/v1/me", &mother).await.status(), StatusCode::OK);
+    }
+    app.stop().await;
+}
