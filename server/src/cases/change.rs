@@ -9,7 +9,7 @@ use onestop_model::{CaseStatus, EventKind, StreamEvent};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::Expr;
 use sea_orm::ActiveValue::Set;
-use sea_orm::DatabaseTransaction;
+use sea_orm::{DatabaseTransaction, Iterable};
 use tokio::sync::Notify;
 
 use super::{history, Cases};
@@ -47,13 +47,12 @@ pub(super) struct News {
     pub document_id: Option<Uuid>,
 }
 
-/// The statuses in which a case is open, as stored.
-fn open_statuses() -> [&'static str; 3] {
-    [
-        CaseStatus::Submitted.as_str(),
-        CaseStatus::InReview.as_str(),
-        CaseStatus::InfoRequested.as_str(),
-    ]
+/// The statuses in which a case is open ([`CaseStatus::is_open`]), as
+/// stored.
+fn open_statuses() -> impl Iterator<Item = &'static str> {
+    CaseStatus::iter()
+        .filter(|status| status.is_open())
+        .map(CaseStatus::as_str)
 }
 
 impl<'a> Change<'a> {
