@@ -142,14 +142,12 @@ async fn file(
             },
         )
         .await?;
-    let filed = state
+    state
         .cases
         .file(&auth.0, plan, key, |filed| {
-            let view = SubmissionView::new(filed.clone(), &names);
-            serde_json::to_string(&view).map_err(|e| ApiError::Internal(e.to_string()))
+            SubmissionView::new(filed, &names)
         })
-        .await?;
-    Ok(SubmissionView::new(filed, &names))
+        .await
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "Tag::Submissions")]

@@ -274,16 +274,17 @@ impl Cases {
         })
     }
 
-    /// Writes a planned submission in one transaction. With an idempotency
-    /// key, the answer `render` makes of it is stored in the same
-    /// transaction, so a retry gets it back and never files twice.
-    pub async fn file(
+    /// Writes a planned submission in one transaction and returns the
+    /// answer `answer` makes of what it became. With an idempotency key,
+    /// that answer is stored in the same transaction, so a retry gets it
+    /// back and never files twice.
+    pub async fn file<A: serde::Serialize>(
         &self,
         principal: &Principal,
         plan: Plan,
         key: Option<&IdempotencyKey>,
-        render: impl FnOnce(&Filed) -> Result<String, ApiError>,
-    ) -> Result<Filed, ApiError> {
+        answer: impl FnOnce(Filed) -> A,
+    ) -> Result<A, ApiError> {
         let started = Instant::now();
         let mut change = Change::begin(self).await?;
         let now = change.now;
@@ -368,21 +369,22 @@ impl Cases {
                 document_id: None,
             })
             .await?;
-        let filed = SubmissionRecord { submission, cases };
+        let kind = match submission.kind {
+            SubmissionKind::Form => "form",
+            SubmissionKind::OneStop => "one_stop",
+        };
+        let answer = answer(SubmissionRecord { submission, cases });
         if let Some(key) = key {
-            idempotency::complete(change.txn(), principal.user_id, key, 201, &render(&filed)?)
-                .await?;
+            let stored = serde_json::to_string(&answer)
+                .map_err(|e| ApiError::Internal(format!("an answer does not serialise: {e}")))?;
+            idempotency::complete(change.txn(), principal.user_id, key, 201, &stored).await?;
         }
         time_stage("write", started);
         let started = Instant::now();
         change.commit().await?;
         time_stage("commit", started);
-        metrics::counter!("submissions_created_total", "kind" => match filed.submission.kind {
-            SubmissionKind::Form => "form",
-            SubmissionKind::OneStop => "one_stop",
-        })
-        .increment(1);
-        Ok(filed)
+        metrics::counter!("submissions_created_total", "kind" => kind).increment(1);
+        Ok(answer)
     }
 }
 

@@ -14,14 +14,12 @@ use sea_orm::{JoinType, QueryOrder, QuerySelect, RelationDef};
 use crate::notification::{notification_of, NotificationView};
 
 /// A case with the ids of its attachments.
-#[derive(Clone)]
 pub struct CaseRecord {
     pub case: case::Model,
     pub attachments: Vec<Uuid>,
 }
 
 /// A submission with its cases, in the order they were asked for.
-#[derive(Clone)]
 pub struct SubmissionRecord {
     pub submission: submission::Model,
     pub cases: Vec<CaseRecord>,
