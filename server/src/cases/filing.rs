@@ -158,14 +158,12 @@ impl Cases {
                 .await?
                 .ok_or_else(|| ApiError::Validation(format!("there is no service {code}")))?;
             check_attachments(&self.db, principal.user_id, attachments).await?;
-            wanted.push((attachments, found));
+            let needs_facts = rule_of(&found)?.needs_facts();
+            wanted.push((attachments, found, needs_facts));
         }
 
         // Facts are looked up once, with consent, when a rule needs them.
-        let mut needs_facts = false;
-        for (_, found) in &wanted {
-            needs_facts |= rule_of(found)?.needs_facts();
-        }
+        let needs_facts = wanted.iter().any(|(_, _, needs)| *needs);
         let region = account.region.clone();
         time_stage("checks", started);
         let shared = if needs_facts {
@@ -184,7 +182,7 @@ impl Cases {
             None
         };
         let mut refusals = Vec::new();
-        for (_, found) in &wanted {
+        for (_, found, _) in &wanted {
             let assessment = assess(catalog, found, shared.as_ref(), names.locale)?;
             if assessment.verdict != Verdict::Eligible {
                 refusals.push(format!(
@@ -201,12 +199,12 @@ impl Cases {
         let region = shared.as_ref().and_then(|f| f.region.clone()).or(region);
         let started = Instant::now();
         let mut cases = Vec::with_capacity(wanted.len());
-        for (attachments, found) in wanted {
+        for (attachments, found, needs_facts) in wanted {
             let office =
                 office_for_service(&self.db, &found.agency_kind, region.as_deref(), &found.code)
                     .await?;
             let fields = match &shared {
-                Some(facts) if rule_of(&found)?.needs_facts() => {
+                Some(facts) if needs_facts => {
                     serde_json::json!({ "shared_facts": facts.as_json() })
                 }
                 _ => serde_json::json!({}),
