@@ -75,17 +75,23 @@ impl NameBook {
 
     /// The names as they are now, for one reader's language.
     pub fn in_locale(&self, locale: Locale) -> Names {
-        let shelf = match self.0.read() {
+        Names {
+            shelf: self.shelf(),
+            locale,
+        }
+    }
+
+    fn shelf(&self) -> Arc<Shelf> {
+        match self.0.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        Names { shelf, locale }
+        }
     }
 
     /// Reads the names and texts again if the catalog has a new revision
     /// (one indexed read when it has not). Returns whether they changed.
     pub async fn refresh(&self, db: &impl ConnectionTrait) -> Result<bool, DbErr> {
-        let held = self.in_locale(Locale::DEFAULT).shelf.revision;
+        let held = self.shelf().revision;
         if revision(db).await? == held {
             return Ok(false);
         }
