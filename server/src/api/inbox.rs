@@ -10,7 +10,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::QuerySelect;
 use uuid::Uuid;
 
-use super::{reader_locale, DocumentView, Tag};
+use super::{requested_locale, DocumentView, Tag};
 use crate::auth::BearerAuth;
 use crate::cases::reading::letters_to;
 use crate::error::ApiError;
@@ -102,10 +102,7 @@ impl InboxApi {
             .await?;
         // The account's own language is read only when the request names
         // none the service speaks.
-        let locale = match request
-            .header("accept-language")
-            .and_then(Locale::from_accept_language)
-        {
+        let locale = match requested_locale(request) {
             Some(locale) => locale,
             None => {
                 let account_locale: Option<String> = user::Entity::find_by_id(auth.0.user_id)
@@ -114,7 +111,10 @@ impl InboxApi {
                     .into_tuple()
                     .one(&state.reads)
                     .await?;
-                reader_locale(request, account_locale.as_deref())
+                account_locale
+                    .as_deref()
+                    .map(Locale::negotiate)
+                    .unwrap_or(Locale::DEFAULT)
             }
         };
         let names = state.names.in_locale(locale);

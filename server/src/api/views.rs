@@ -176,11 +176,16 @@ impl From<attachment::Model> for AttachmentView {
 /// The language to answer in: `Accept-Language` if it names one we have,
 /// else the account's own.
 pub fn reader_locale(request: &Request, account_locale: Option<&str>) -> Locale {
+    requested_locale(request)
+        .or_else(|| account_locale.map(Locale::negotiate))
+        .unwrap_or(Locale::DEFAULT)
+}
+
+/// The language `Accept-Language` asks for, if it names one we have.
+pub fn requested_locale(request: &Request) -> Option<Locale> {
     request
         .header("accept-language")
         .and_then(Locale::from_accept_language)
-        .or_else(|| account_locale.map(Locale::negotiate))
-        .unwrap_or(Locale::DEFAULT)
 }
 
 /// A string field of a request body. The framework's `String` also takes a
