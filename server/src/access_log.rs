@@ -269,6 +269,14 @@ pub async fn append(
     }
 }
 
+/// The time now, to the microsecond: what every backend stores, so a time
+/// that is signed reads back as it was signed.
+fn now_in_microseconds() -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    now.with_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now)
+}
+
 /// The place after a person's newest record, and that record's link.
 async fn head_of(txn: &DatabaseTransaction, subject: Uuid) -> Result<(i64, String), DbErr> {
     let last = access_record::Entity::find()
@@ -290,11 +298,7 @@ fn linked(
     seq: i64,
     prev_hash: String,
 ) -> access_record::Model {
-    let now = Utc::now();
-    // Stored timestamps keep microseconds on every backend.
-    let created_at = now
-        .with_nanosecond(now.nanosecond() / 1000 * 1000)
-        .unwrap_or(now);
+    let created_at = now_in_microseconds();
     let mut row = access_record::Model {
         id: Uuid::now_v7(),
         subject_user_id: access.subject,
@@ -828,10 +832,7 @@ pub async fn seal_unkeyed(db: &DatabaseConnection, keys: &ChainKeys) -> Result<S
     ))
     .all(&txn)
     .await?;
-    let now = Utc::now();
-    let created_at = now
-        .with_nanosecond(now.nanosecond() / 1000 * 1000)
-        .unwrap_or(now);
+    let created_at = now_in_microseconds();
     let people = last.len() as u64;
     let seals = last
         .into_iter()
@@ -912,10 +913,7 @@ impl ExportedHeads {
                 mac: key.sign(&head_message(head.subject, head.seq, &head.link)),
             })
             .collect();
-        let now = Utc::now();
-        let exported_at = now
-            .with_nanosecond(now.nanosecond() / 1000 * 1000)
-            .unwrap_or(now);
+        let exported_at = now_in_microseconds();
         ExportedHeads {
             format: HEADS_FORMAT.to_owned(),
             mac: key.sign(&heads_message(&exported_at, &key.id, &heads)),
